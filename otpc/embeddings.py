@@ -1,0 +1,91 @@
+"""Prompt embeddings exactly as the diffusers pipeline feeds them to the U-Net.
+
+Each distinct prompt is stored once, as ``<key>.safetensors`` named by the hash of its
+text, so an embedding written by a crashed run is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from otpc.atomic import write_with
+
+
+@dataclass(frozen=True)
+class PromptEmbedding:
+    """One prompt's embedding (n x d, float32), with how it was tokenised."""
+
+    prompt: str
+    embeds: torch.Tensor
+    n_tokens: int
+    truncated: bool
+    pooled: torch.Tensor | None = None
+
+    @property
+    def key(self) -> str:
+        return prompt_key(self.prompt)
+
+
+def prompt_key(prompt: str) -> str:
+    """A short stable name for a prompt's text."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:24]
+
+
+def token_count(pipe, prompt: str) -> tuple[int, bool]:
+    """Tokens of ``prompt`` (with start/end tokens) and whether the pipeline truncates it."""
+    ids = pipe.tokenizer(prompt, truncation=False).input_ids
+    return len(ids), len(ids) > pipe.tokenizer.model_max_length
+
+
+@torch.no_grad()
+def encode(pipe, prompts: list[str]) -> list[PromptEmbedding]:
+    """Encode ``prompts`` with the pipeline's own ``encode_prompt`` (no CFG, one image)."""
+    device = pipe.otpc_resolved.device
+    out = encode_batch(pipe, prompts, device)
+    result = []
+    for i, prompt in enumerate(prompts):
+        n, truncated = token_count(pipe, prompt)
+        pooled = out[1][i].float().cpu() if out[1] is not None else None
+        result.append(PromptEmbedding(prompt, out[0][i].float().cpu(), n, truncated, pooled))
+    return result
+
+
+def encode_batch(pipe, prompts: list[str], device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(prompt_embeds, pooled or None) for a list of prompts, via ``pipe.encode_prompt``."""
+    if hasattr(pipe, "text_encoder_2"):  # SDXL: two encoders, plus a pooled vector
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+        return embeds, pooled
+    embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
+    return embeds, None
+
+
+def save(folder: Path, emb: PromptEmbedding) -> Path:
+    """Write one embedding atomically; returns its path."""
+    path = folder / f"{emb.key}.safetensors"
+    tensors = {"embeds": emb.embeds.contiguous()}
+    if emb.pooled is not None:
+        tensors["pooled"] = emb.pooled.contiguous()
+    meta = {"prompt": emb.prompt, "n_tokens": str(emb.n_tokens), "truncated": str(emb.truncated)}
+    write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return path
+
+
+def load(folder: Path, key: str) -> PromptEmbedding:
+    """Read one embedding; a missing or damaged file is an error naming it."""
+    path = folder / f"{key}.safetensors"
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata()
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    except (FileNotFoundError, SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: missing or unreadable embedding ({err}); re-run `embed`") from err
+    return PromptEmbedding(meta["prompt"], tensors["embeds"], int(meta["n_tokens"]),
+                           meta["truncated"] == "True", tensors.get("pooled"))

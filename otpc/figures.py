@@ -1,0 +1,80 @@
+"""The study's figures: PPL and coupling cost by method and group (paper Fig. 3), and image
+strips of a few pairs, one row per method (paper Fig. 2)."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from otpc.atomic import write_bytes  # noqa: E402
+
+RANDOM_NOTE = "random weights: images and numbers demonstrate the pipeline, not the paper's claim"
+
+
+def _save(fig: plt.Figure, path: Path, dpi: int = 110) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight",
+                metadata={"Software": None})  # no version string: identical bytes each run
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+def ppl_cost_figure(table: pl.DataFrame, groups: Sequence[str], path: Path, note: str = "") -> None:
+    """Two panels: mean PPL (left) and mean coupling cost (right) per group, by method,
+    with bootstrap CIs as error bars."""
+    methods = table["method"].unique(maintain_order=True).to_list()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(methods))
+    for ax, metric, label in ((axes[0], "ppl", "perceptual path length (LPIPS, sum)"),
+                              (axes[1], "cost", "coupling cost (mean squared distance)")):
+        for j, method in enumerate(methods):
+            sel = table.filter(pl.col("method") == method)
+            by_group = {g: r for g, r in zip(sel["group"].to_list(), sel.iter_rows(named=True))}
+            means = np.array([by_group[g][f"{metric}_mean"] if g in by_group else np.nan for g in groups])
+            lo = np.array([by_group[g][f"{metric}_ci_low"] if g in by_group else np.nan for g in groups])
+            hi = np.array([by_group[g][f"{metric}_ci_high"] if g in by_group else np.nan for g in groups])
+            err = np.vstack([np.nan_to_num(means - lo), np.nan_to_num(hi - means)])
+            ax.bar(x + (j - (len(methods) - 1) / 2) * width, means, width, yerr=err, capsize=2,
+                   label=method)
+        ax.set_xticks(x, groups)
+        ax.set_xlabel("CxC similarity group (agg_score)")
+        ax.set_ylabel(label)
+    axes[0].legend(title="coupling")
+    fig.suptitle("Path smoothness and coupling cost by similarity" + (f"\n{note}" if note else ""),
+                 fontsize=10)
+    _save(fig, path)
+
+
+def strips_figure(rows: Sequence[tuple[str, str, dict[str, np.ndarray]]], path: Path,
+                  note: str = "") -> None:
+    """For each (title, group, {method: strip image}), one block of rows, one per method."""
+    n_rows = sum(len(strips) for _, _, strips in rows)
+    first = next(iter(rows[0][2].values()))
+    aspect = first.shape[1] / first.shape[0]
+    fig, axes = plt.subplots(n_rows, 1, figsize=(min(16, 1.1 * aspect + 2), 1.25 * n_rows + 0.6),
+                             squeeze=False)
+    i = 0
+    for title, group, strips in rows:
+        for j, (method, image) in enumerate(strips.items()):
+            ax = axes[i, 0]
+            ax.imshow(image)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_ylabel(method, rotation=0, ha="right", va="center", fontsize=8)
+            if j == 0:
+                ax.set_title(textwrap.shorten(f"{group}  {title}", 110), fontsize=8, loc="left")
+            i += 1
+    fig.suptitle("Interpolation paths A -> B, one row per coupling" + (f"\n{note}" if note else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    _save(fig, path, dpi=80)

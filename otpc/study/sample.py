@@ -1,0 +1,29 @@
+"""Step 1: a source of prompt pairs -> the pairs table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from otpc.atomic import write_with
+from otpc.pairs import read_csv_pairs, sample_groups
+from otpc.params import DataParams
+
+
+def load_source(data: DataParams) -> tuple[pl.DataFrame, str]:
+    """All candidate pairs of the configured source, and a name for error messages."""
+    if data.source == "cxc":
+        from otpc.cxc import read_cxc_pairs
+
+        return read_cxc_pairs(data), f"CxC {data.split}"
+    return read_csv_pairs(Path(data.path), data.prompt_a, data.prompt_b, data.score,
+                          data.id_column), data.path
+
+
+def sample(data: DataParams, out: Path) -> pl.DataFrame:
+    """Draw the study's pairs and write them to ``out`` (parquet)."""
+    pairs, name = load_source(data)
+    table = sample_groups(pairs, data.bins, data.n_per_group, data.seed, name)
+    write_with(out, table.write_parquet)
+    return table

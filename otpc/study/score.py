@@ -1,0 +1,62 @@
+"""Step 5: LPIPS between consecutive frames; per path the PPL and its normalised form.
+
+Each path's distances are cached by the keys of its frames and the metric, so a killed run
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from tqdm.auto import tqdm
+
+from otpc.atomic import write_json, write_with
+from otpc.frame_cache import read_png
+from otpc.params import ScoreParams
+from otpc.perceptual import load_lpips, path_length, step_distances
+from otpc.study.render import INDEX
+
+SCORE_CACHE = Path(".otpc_cache/scores")
+
+
+def _cached_steps(path: Path) -> list[float] | None:
+    try:
+        return json.loads(path.read_text())["steps"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
+def score_paths(render_dir: Path, pairs_path: Path, couplings_path: Path, params: ScoreParams,
+                out: Path, cache_dir: Path = SCORE_CACHE) -> pl.DataFrame:
+    """Score every rendered path; write one row per path to ``out`` (parquet)."""
+    index = pl.read_parquet(render_dir / INDEX)
+    metric = load_lpips(params.net)
+    tag = f"lpips-{params.net}-{'imagenet' if metric.pretrained_backbone else 'untrained'}"
+    rows = []
+    paths = index.sort("path_id", "k").group_by("path_id", maintain_order=True)
+    for (path_id,), group in tqdm(paths, total=index["path_id"].n_unique(), desc="score",
+                                  unit="path"):
+        keys, files = group["key"].to_list(), group["file"].to_list()
+        entry = cache_dir / (hashlib.sha256((tag + "".join(keys)).encode()).hexdigest()[:32] + ".json")
+        steps = _cached_steps(entry)
+        if steps is None:
+            frames = np.stack([read_png(render_dir / f) for f in files])
+            steps = step_distances(metric, frames, params.batch_size).tolist()
+            write_json(entry, {"path_id": path_id, "metric": tag, "steps": steps})
+        ppl, ppl_norm = path_length(np.asarray(steps))
+        rows.append({"path_id": path_id, "ppl": ppl, "ppl_norm": ppl_norm, "steps": steps})
+    scores = pl.DataFrame(rows, schema={"path_id": pl.String, "ppl": pl.Float64,
+                                        "ppl_norm": pl.Float64, "steps": pl.List(pl.Float64)})
+    couplings = pl.read_parquet(couplings_path).select("path_id", "pair_id", "method",
+                                                       "replicate", "cost")
+    pairs = pl.read_parquet(pairs_path).select("pair_id", "score", "group")
+    table = (couplings.join(scores, on="path_id", how="inner").join(pairs, on="pair_id")
+             .with_columns(pl.lit(tag).alias("metric"),
+                           pl.lit(bool(index["random_weights"][0])).alias("random_weights"))
+             .sort("pair_id", "method", "replicate"))
+    write_with(out, table.write_parquet)
+    return table

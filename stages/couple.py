@@ -1,0 +1,23 @@
+"""DVC stage 3: couple each pair's embeddings with every method."""
+
+from pathlib import Path
+
+import click
+
+from otpc.stagekit import params_option, stage
+from otpc.study.couple import couple_pairs
+
+
+@click.command()
+@params_option
+@click.option("--pairs", type=click.Path(path_type=Path), default="outputs/pairs.parquet")
+@click.option("--embeddings", type=click.Path(path_type=Path), default="outputs/embeddings")
+@click.option("--out", type=click.Path(path_type=Path), default="outputs/couplings.parquet")
+@stage
+def main(params, pairs: Path, embeddings: Path, out: Path) -> None:
+    table = couple_pairs(pairs, embeddings, params.couple, out)
+    click.echo(f"couple: {len(table)} couplings -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""DVC stage 5: LPIPS path lengths."""
+
+from pathlib import Path
+
+import click
+
+from otpc.project import shared_path
+from otpc.stagekit import params_option, stage
+from otpc.study.score import score_paths
+
+
+@click.command()
+@params_option
+@click.option("--render", "render_dir", type=click.Path(path_type=Path), default="outputs/render")
+@click.option("--pairs", type=click.Path(path_type=Path), default="outputs/pairs.parquet")
+@click.option("--couplings", type=click.Path(path_type=Path), default="outputs/couplings.parquet")
+@click.option("--out", type=click.Path(path_type=Path), default="outputs/scores.parquet")
+@stage
+def main(params, render_dir: Path, pairs: Path, couplings: Path, out: Path) -> None:
+    table = score_paths(render_dir, pairs, couplings, params.score, out,
+                        shared_path(".otpc_cache/scores"))
+    click.echo(f"score: {len(table)} paths ({table['metric'][0]}) -> {out}")
+
+
+if __name__ == "__main__":
+    main()
