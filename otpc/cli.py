@@ -1,0 +1,134 @@
+"""The ``otpc`` command: interpolate two prompts, check params, log a finished study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from otpc.couplings import METHODS, couple, derive_seed
+from otpc.params import ParamsError, load_params
+
+
+@click.group()
+def main() -> None:
+    """Optimal-transport interpolation between Stable Diffusion prompts."""
+
+
+def _methods(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    methods = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise click.BadParameter(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+    return methods
+
+
+def _prompt(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter(f"{param.name} is an empty prompt")
+    return value
+
+
+@main.command()
+@click.argument("prompt_a", callback=_prompt)
+@click.argument("prompt_b", callback=_prompt)
+@click.option("--methods", default="clip,ot,random", show_default=True, callback=_methods,
+              help="Comma-separated coupling methods.")
+@click.option("--frames", default=9, show_default=True, type=click.IntRange(min=2),
+              help="Frames on the path, ends included (at least 2).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Noise and random-coupling seed.")
+@click.option("--model", default="tiny", show_default=True,
+              help="tiny, a preset (sd15, sd21, sdxl), a hub id or a local diffusers folder.")
+@click.option("--steps", default=25, show_default=True, type=click.IntRange(min=1))
+@click.option("--guidance", default=7.5, show_default=True, type=click.FloatRange(min=0))
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--sinkhorn-reg", default=0.05, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+def interpolate(prompt_a: str, prompt_b: str, methods: list[str], frames: int, seed: int,
+                model: str, steps: int, guidance: float, batch_size: int, sinkhorn_reg: float,
+                out: Path) -> None:
+    """Render the path from PROMPT_A to PROMPT_B under each coupling method."""
+    from otpc.embeddings import encode
+    from otpc.images import grid, save_gif, save_png, strip
+    from otpc.models import ModelSpec, load_pipeline
+    from otpc.paths import path_frames, t_grid
+    from otpc.perceptual import load_lpips, path_length, step_distances
+    from otpc.render import Renderer, RenderSettings
+
+    try:
+        pipe = load_pipeline(ModelSpec(model))
+    except (RuntimeError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    renderer = Renderer(pipe, RenderSettings(steps=steps, guidance=guidance, batch_size=batch_size))
+    ea, eb = encode(pipe, [prompt_a, prompt_b])
+    for e in (ea, eb):
+        if e.truncated:
+            click.echo(f"note: prompt truncated to the tokenizer's limit: {e.prompt!r}")
+    ts = t_grid(frames)
+    latents = renderer.initial_latents(derive_seed(seed, "latent", prompt_a, prompt_b))
+    metric = load_lpips("alex")
+    if pipe.otpc_resolved.random_weights:
+        click.echo("note: model has random weights; images carry no meaning")
+    if not metric.pretrained_backbone:
+        click.echo("note: LPIPS backbone is untrained (ImageNet weights not in the torch cache)")
+    rows = []
+    for method in methods:
+        c = couple(ea.embeds.double(), eb.embeds.double(), method,
+                   seed=derive_seed(seed, method), sinkhorn_reg=sinkhorn_reg)
+        path = path_frames(ea.embeds.double(), eb.embeds.double(), c, ts).float()
+        pooled = None
+        if ea.pooled is not None:
+            t = torch.as_tensor(ts, dtype=torch.float32).unsqueeze(1)
+            pooled = (1 - t) * ea.pooled + t * eb.pooled
+        images = []
+        with click.progressbar(range(0, frames, batch_size), label=f"render {method}") as bar:
+            for i in bar:
+                chunk = path[i:i + batch_size]
+                images.append(renderer.render_batch(
+                    chunk, latents.expand(len(chunk), -1, -1, -1),
+                    None if pooled is None else pooled[i:i + batch_size]))
+        frames_np = np.concatenate(images)
+        ppl, ppl_norm = path_length(step_distances(metric, frames_np))
+        row = strip(list(frames_np))
+        save_png(out / f"{method}.png", row)
+        save_gif(out / f"{method}.gif", list(frames_np))
+        rows.append(row)
+        click.echo(f"{method:>9}: cost {c.cost:.4f}  ppl {ppl:.5f}  ppl_norm {ppl_norm:.5f}")
+    save_png(out / "comparison.png", grid(rows))
+    click.echo(f"wrote {out}/comparison.png (rows: {', '.join(methods)})")
+
+
+@main.command()
+@click.option("--params", "params_path", default="params.yaml", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
+def check(params_path: Path) -> None:
+    """Validate the study's params file and report every problem."""
+    try:
+        load_params(params_path)
+    except ParamsError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{params_path}: ok")
+
+
+@main.command("log")
+@click.option("--params", "params_path", default="params.yaml", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
+def log_cmd(params_path: Path) -> None:
+    """Log the finished study in this folder to MLflow (no duplicate if already logged)."""
+    from otpc.tracking import log_study, tracking_uri
+
+    try:
+        params = load_params(params_path)
+    except ParamsError as err:
+        raise click.ClickException(str(err)) from err
+    outputs = {"pairs": Path("outputs/pairs.parquet"), "couplings": Path("outputs/couplings.parquet"),
+               "scores": Path("outputs/scores.parquet"), "render": Path("outputs/render")}
+    if not Path("metrics/summary.json").exists():
+        raise click.ClickException("metrics/summary.json not found: run `dvc repro` first")
+    try:
+        run_id = log_study(params, Path.cwd(), Path("metrics"), outputs)
+    except Exception as err:  # noqa: BLE001 - report any tracking failure with its URI
+        raise click.ClickException(f"could not log to {tracking_uri()}: {err}") from err
+    click.echo(f"mlflow: run {run_id} in experiment {params.study!r} at {tracking_uri()}")

@@ -1,0 +1,25 @@
+"""Shared test set-up: one otpc home (tiny model built once), offline Hugging Face."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("OTPC_HOME", str(Path(tempfile.gettempdir()) / "otpc-test-home"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GIT_AUTHOR_NAME", "otpc tests")
+os.environ.setdefault("GIT_AUTHOR_EMAIL", "tests@otpc.invalid")
+os.environ.setdefault("GIT_COMMITTER_NAME", "otpc tests")
+os.environ.setdefault("GIT_COMMITTER_EMAIL", "tests@otpc.invalid")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    """The tiny pipeline, loaded once through the standard loading path."""
+    from otpc.models import ModelSpec, load_pipeline
+
+    return load_pipeline(ModelSpec("tiny"))
