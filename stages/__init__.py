@@ -1,0 +1,1 @@
+"""DVC stage commands: thin click wrappers over otpc.study."""

@@ -1,0 +1,79 @@
+"""Build a throw-away copy of the project (a real git + DVC repo) with small params."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COPY = ["dvc.yaml", "params.yaml", "stages", "otpc", "data/cxc/readme_examples.csv",
+        ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+
+# Small but complete: 5 pairs (one per group), three methods, 3 frames, 2 denoising steps.
+FAST = {"data": {"n_per_group": 1}, "couple": {"random_replicates": 2},
+        "render": {"frames": 3, "steps": 2}, "aggregate": {"bootstrap": 200}}
+
+
+def deep_update(base: dict, update: dict) -> dict:
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def env() -> dict[str, str]:
+    """The environment for dvc/otpc subprocesses: this interpreter's bin first on PATH."""
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e.pop("DVC_ROOT", None)
+    return e
+
+
+def run(args: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
+    """Run a command in ``cwd``; on failure, show its output."""
+    proc = subprocess.run(args, cwd=cwd, env=kw.pop("env", env()), capture_output=True,
+                          text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def make_project(dest: Path, params: dict | None = None) -> Path:
+    """Copy the project into ``dest``, apply ``FAST`` then ``params``, git+dvc init, commit."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in COPY:
+        src = ROOT / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    set_params(dest, deep_update(deep_update({}, FAST), params or {}))
+    run(["git", "init", "-q", "-b", "main"], dest)
+    if not (dest / ".dvc").exists():
+        run(["dvc", "init", "-q"], dest)
+    (dest / ".dvc").mkdir(exist_ok=True)
+    run(["dvc", "config", "core.analytics", "false"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "test project"], dest)
+    return dest
+
+
+def set_params(project: Path, update: dict) -> None:
+    """Merge ``update`` into the project's params.yaml."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump(deep_update(params, update), sort_keys=False))
+
+
+def ran_stages(output: str) -> list[str]:
+    """Names of the stages that `dvc repro` / `dvc exp run` actually executed."""
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
