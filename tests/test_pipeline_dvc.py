@@ -1,0 +1,77 @@
+"""The six stages under a real `dvc repro` in a temporary git repo."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.project import make_project, ran_stages, run, set_params
+
+pytestmark = pytest.mark.slow
+ALL = ["sample", "embed", "couple", "render", "score", "aggregate"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = make_project(tmp_path_factory.mktemp("dvc") / "study")
+    proc = run(["dvc", "repro"], path)
+    assert ran_stages(proc.stdout) == ALL
+    return path
+
+
+def test_full_run_writes_every_method_and_group(project: Path) -> None:
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    groups = {"[0,1)", "[1,2)", "[2,3)", "[3,4)", "[4,5]"}
+    assert set(summary["methods"]) == {"clip", "ot", "random"}
+    for method, by_group in summary["methods"].items():
+        assert groups <= set(by_group), method
+        assert all(stats["ppl_mean"] > 0 for stats in by_group.values())
+    assert summary["random_weights"] is True
+    assert "random weights" in " ".join(summary["notes"])
+    for fig in ("fig_ppl_cost.png", "fig_strips.png", "ppl_by_group.csv"):
+        assert (project / "metrics" / fig).stat().st_size > 0
+    with sqlite3.connect(project / "mlflow.db") as db:
+        assert db.execute("select count(*) from runs").fetchone()[0] == 1
+
+
+def test_second_repro_runs_nothing(project: Path) -> None:
+    proc = run(["dvc", "repro"], project)
+    assert ran_stages(proc.stdout) == []
+    with sqlite3.connect(project / "mlflow.db") as db:
+        assert db.execute("select count(*) from runs").fetchone()[0] == 1
+
+
+def test_score_param_reruns_only_score_and_aggregate(project: Path) -> None:
+    set_params(project, {"score": {"net": "squeeze"}})
+    assert ran_stages(run(["dvc", "repro"], project).stdout) == ["score", "aggregate"]
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert summary["lpips"].startswith("lpips-squeeze")
+
+
+def test_unchanged_outputs_stop_the_cascade(project: Path) -> None:
+    """A score parameter that does not change the scores re-runs score alone."""
+    set_params(project, {"score": {"batch_size": 7}})
+    assert ran_stages(run(["dvc", "repro"], project).stdout) == ["score"]
+
+
+def test_methods_change_does_not_resample_or_reembed(project: Path) -> None:
+    set_params(project, {"couple": {"methods": ["clip", "ot"]}})
+    ran = ran_stages(run(["dvc", "repro"], project).stdout)
+    assert ran == ["couple", "render", "score", "aggregate"]
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert set(summary["methods"]) == {"clip", "ot"}
+
+
+def test_render_param_rerenders_from_cache_when_reverted(project: Path) -> None:
+    set_params(project, {"render": {"guidance": 3.0}})
+    proc = run(["dvc", "repro"], project)
+    assert ran_stages(proc.stdout) == ["render", "score", "aggregate"]
+    assert "render: 0 frame(s) rendered" not in proc.stdout
+    set_params(project, {"render": {"guidance": 7.5}})
+    proc = run(["dvc", "repro"], project)
+    # DVC's run-cache restores the earlier outputs: render does not run again.
+    assert "render" not in ran_stages(proc.stdout)
+    assert "Stage 'render' is cached" in proc.stdout
