@@ -95,7 +95,7 @@ def test_undecodable_bytes_name_the_line(workdir: Path) -> None:
 
 
 def test_group_with_no_pairs_names_the_group(workdir: Path) -> None:
-    edit_params(workdir / "params.yaml", data={"bins": [0, 0.5, 1, 2, 3, 4, 5]})
+    edit_params(workdir / "params.yaml", data={"bins": [0, 0.5, 1, 2, 3, 4, 5], "path": "pairs.csv"})
     result = invoke(sample_main, "--out", "pairs.parquet")
     assert result.exit_code == 1
     assert "similarity group [0.5,1) (data.bins) has no pairs" in result.output
