@@ -1,10 +1,16 @@
-"""Model presets and loading: every model, the tiny default included, goes through
-``DiffusionPipeline.from_pretrained``."""
+"""Model presets and loading: every model, the tiny ones included, goes through
+``DiffusionPipeline.from_pretrained``.
+
+Hub models are fetched (or found in the Hugging Face cache; offline mode is honoured) with
+diffusers' own ``DiffusionPipeline.download``, and the revision is recorded as the commit
+that was actually loaded, so a moving branch such as ``main`` never reuses stale frames.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -12,25 +18,36 @@ import torch
 
 @dataclass(frozen=True)
 class Preset:
-    """A named model: hub id, pinned revision and the dtype it is run in on CUDA."""
+    """A named model: hub id (None: built locally by ``otpc.tiny``), default revision and
+    the dtype it runs in on CUDA."""
 
-    repo: str
+    repo: str | None
     revision: str | None
     cuda_dtype: str
     note: str
 
 
 PRESETS: dict[str, Preset] = {
-    "tiny": Preset("tiny", None, "float32", "tiny SD-1.x-shaped pipeline, random weights"),
+    "tiny": Preset(None, None, "float32", "tiny SD-1.x-shaped pipeline, random weights"),
+    "tiny-sd2": Preset(None, None, "float32",
+                       "tiny SD-2-shaped pipeline (v-prediction, DDIM), random weights"),
+    "tiny-sdxl": Preset(None, None, "float32",
+                        "tiny SDXL-shaped pipeline (two text encoders), random weights"),
     "sd15": Preset("stable-diffusion-v1-5/stable-diffusion-v1-5", "main", "float16",
                    "Stable Diffusion 1.5, 77 x 768"),
     "sd21": Preset("stabilityai/stable-diffusion-2-1-base", "main", "float16",
-                   "Stable Diffusion 2.1 base, 77 x 1024"),
+                   "Stable Diffusion 2.1 base (epsilon prediction, 512 px), 77 x 1024"),
     "sdxl": Preset("stabilityai/stable-diffusion-xl-base-1.0", "main", "float16",
-                   "SDXL base: 77 x 2048 rows plus a pooled 1280 vector"),
+                   "SDXL base: 77 x 2048 rows plus a pooled 1280 vector (VAE decodes in fp32)"),
 }
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def otpc_home() -> Path:
+    """otpc's own cache folder (tiny models, downloaded data): ``$OTPC_HOME`` or
+    ``~/.cache/otpc``."""
+    return Path(os.environ.get("OTPC_HOME", Path.home() / ".cache" / "otpc"))
 
 
 @dataclass(frozen=True)
@@ -74,10 +91,10 @@ def resolve(spec: ModelSpec) -> Resolved:
     """Turn a spec into a source folder or hub id, device and dtype."""
     device = pick_device(spec.device)
     preset = PRESETS.get(spec.name)
-    if spec.name == "tiny":
+    if preset is not None and preset.repo is None:
         from otpc.tiny import tiny_model_dir
 
-        source, revision, random_weights = str(tiny_model_dir()), None, True
+        source, revision, random_weights = str(tiny_model_dir(kind=spec.name)), None, True
     elif preset is not None:
         source, revision, random_weights = preset.repo, spec.revision or preset.revision, False
     elif Path(spec.name).is_dir():
@@ -99,24 +116,49 @@ def resolve(spec: ModelSpec) -> Resolved:
     return Resolved(source, revision, device, dtype, random_weights)
 
 
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def fetch_hint(res: Resolved) -> str:
+    """How to put exactly the files ``from_pretrained`` needs into the Hugging Face cache."""
+    from huggingface_hub import constants
+
+    rev = f", revision={res.revision!r}" if res.revision else ""
+    return ("Fetch it on a machine with network access with\n  python -c \"from diffusers import "
+            f"DiffusionPipeline as P; P.download({res.source!r}{rev})\"\n"
+            f"It lands in the Hugging Face cache (here {constants.HF_HUB_CACHE}; copy it over or "
+            "point HF_HOME at it); or set model.name to a local diffusers folder.")
+
+
+def _no_safety_checker(folder: str) -> dict[str, object]:
+    """Keyword arguments that drop the NSFW checker, for pipelines that have one."""
+    index = json.loads((Path(folder) / "model_index.json").read_text())
+    if "safety_checker" not in index:
+        return {}
+    return {"safety_checker": None, "requires_safety_checker": False}
+
+
 def load_pipeline(spec: ModelSpec):  # -> diffusers.DiffusionPipeline
     """Load the pipeline for ``spec`` with ``from_pretrained`` and move it to its device."""
     from diffusers import DiffusionPipeline
 
     res = resolve(spec)
+    local = Path(res.source).is_dir()
     try:
-        pipe = DiffusionPipeline.from_pretrained(
-            res.source, revision=res.revision, dtype=res.dtype, safety_checker=None,
-            requires_safety_checker=False)
+        folder = res.source if local else DiffusionPipeline.download(res.source,
+                                                                     revision=res.revision)
+        pipe = DiffusionPipeline.from_pretrained(folder, dtype=res.dtype,
+                                                 **_no_safety_checker(folder))
     except (OSError, ValueError) as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-        hint = (f"Hugging Face offline mode is on and {res.source!r} (revision {res.revision}) is "
-                "not in the cache" if offline else f"could not load {res.source!r}")
-        raise RuntimeError(
-            f"{hint}: {err}\nFetch it on a machine with network access with "
-            f"`huggingface-cli download {res.source}` (it lands in the cache at "
-            f"{os.environ.get('HF_HOME', '~/.cache/huggingface')}), or set model.name to a "
-            "local diffusers folder.") from err
+        what = f"{res.source!r} (revision {res.revision})"
+        hint = (f"Hugging Face offline mode is on and model {what} is not in the cache"
+                if _offline() and not local else f"could not load model {what}")
+        raise RuntimeError(f"{hint}: {err}\n{fetch_hint(res)}") from err
+    if not local:  # the snapshot folder is named by the commit that was loaded
+        res = replace(res, revision=Path(folder).name)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(res.device)
     pipe.otpc_resolved = res

@@ -40,12 +40,14 @@ class Lpips:
 
 def load_lpips(net: str = "alex", device: torch.device | str = "cpu") -> Lpips:
     """LPIPS with the package's linear heads; the ImageNet backbone if it is in the torch
-    cache, else an untrained (seeded) backbone, which the caller must report."""
+    hub cache (``$TORCH_HOME/hub/checkpoints``), else an untrained backbone seeded with 0
+    (the global RNG is left as it was), which the caller must report."""
     import lpips
 
     pretrained = backbone_checkpoint(net).exists()
-    torch.manual_seed(0)
-    model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not pretrained, verbose=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not pretrained, verbose=False)
     model.eval().to(device)
     return Lpips(model, net, pretrained, torch.device(device))
 

@@ -1,9 +1,15 @@
-"""The offline default model: a tiny SD-1.x-shaped pipeline with deterministic random weights.
+"""The offline models: tiny Stable-Diffusion-shaped pipelines with deterministic random weights.
 
-It is saved as a standard diffusers folder (``model_index.json``, ``unet/``, ``vae/``,
-``text_encoder/``, ``tokenizer/``, ``scheduler/``) and loaded with the same
-``from_pretrained`` code that loads Stable Diffusion 1.5. Its images carry no meaning:
-every result made with it says it comes from random weights.
+Three kinds, each saved as a standard diffusers folder and loaded with the same
+``from_pretrained`` code that loads the real models:
+
+- ``tiny``: SD-1.x-shaped (one CLIP text encoder, PNDM, epsilon prediction), 77 x 32.
+- ``tiny-sd2``: SD-2-shaped: another width (77 x 48), GELU text encoder, pad token ``!``,
+  linear-projection transformers, DDIM with v-prediction (as SD 2.1 768; 2.1 base is epsilon).
+- ``tiny-sdxl``: SDXL-shaped: two text encoders (32 + 64 columns, the second with a 32-d
+  projection that gives the pooled vector), a ``text_time`` U-Net and the Euler scheduler.
+
+Their images carry no meaning: every result made with them says it comes from random weights.
 """
 
 from __future__ import annotations
@@ -12,9 +18,12 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from otpc.models import otpc_home
 
 TINY_VERSION = "1"
 TINY_SEED = 20251117
@@ -42,33 +51,54 @@ def write_tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n")
 
 
-def build_tiny_pipeline(folder: Path) -> None:
-    """Create the tiny pipeline's diffusers folder at ``folder`` (deterministic weights)."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def _tokenizer(pad_token: str = "<|endoftext|>"):  # -> transformers.CLIPTokenizer
+    """The character-level CLIP tokenizer, 77 tokens, with the given padding token."""
+    from transformers import CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as vocab_dir:
         write_tokenizer_files(Path(vocab_dir))
-        tokenizer = CLIPTokenizer(os.path.join(vocab_dir, "vocab.json"),
-                                  os.path.join(vocab_dir, "merges.txt"),
-                                  pad_token="<|endoftext|>", model_max_length=77)
-    torch.manual_seed(TINY_SEED)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77,
+        return CLIPTokenizer(os.path.join(vocab_dir, "vocab.json"),
+                             os.path.join(vocab_dir, "merges.txt"),
+                             pad_token=pad_token, model_max_length=77)
+
+
+def _text_config(tokenizer, hidden: int, **extra: object):  # -> transformers.CLIPTextConfig
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id))
+        pad_token_id=tokenizer.pad_token_id, **extra)
+
+
+def _vae(seed: int, **extra: object):  # -> diffusers.AutoencoderKL
+    """A 4x-downsampling KL autoencoder with 4 latent channels."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        layers_per_block=1, sample_size=64, norm_num_groups=32, **extra)
+
+
+def build_tiny_pipeline(folder: Path) -> None:
+    """Create the tiny SD-1.x-shaped pipeline's diffusers folder at ``folder``."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    tokenizer = _tokenizer()
+    torch.manual_seed(TINY_SEED)
+    text_encoder = CLIPTextModel(_text_config(tokenizer, 32))
     torch.manual_seed(TINY_SEED + 1)
     unet = UNet2DConditionModel(
         sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
         attention_head_dim=8, norm_num_groups=32)
-    torch.manual_seed(TINY_SEED + 2)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        layers_per_block=1, sample_size=64, norm_num_groups=32)
+    vae = _vae(TINY_SEED + 2)
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000, skip_prk_steps=True, steps_offset=1,
                               set_alpha_to_one=False)
@@ -76,20 +106,84 @@ def build_tiny_pipeline(folder: Path) -> None:
                                    unet=unet, scheduler=scheduler, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
-    (folder / "OTPC_TINY.json").write_text(json.dumps(
-        {"version": TINY_VERSION, "seed": TINY_SEED, "weights": "random (untrained)"}))
 
 
-def tiny_model_dir(root: Path | None = None) -> Path:
-    """The tiny pipeline's folder, built once (atomically) under otpc's cache."""
-    base = root or Path(os.environ.get("OTPC_HOME", Path.home() / ".cache" / "otpc"))
-    folder = base / "models" / f"tiny-v{TINY_VERSION}"
+def build_tiny_sd2_pipeline(folder: Path) -> None:
+    """Create the tiny SD-2-shaped pipeline (77 x 48, v-prediction) at ``folder``."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    tokenizer = _tokenizer(pad_token="!")
+    torch.manual_seed(TINY_SEED + 10)
+    text_encoder = CLIPTextModel(_text_config(tokenizer, 48, hidden_act="gelu"))
+    torch.manual_seed(TINY_SEED + 11)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=48,
+        attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32)
+    vae = _vae(TINY_SEED + 12)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False,
+                              steps_offset=1, prediction_type="v_prediction")
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   unet=unet, scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def build_tiny_sdxl_pipeline(folder: Path) -> None:
+    """Create the tiny SDXL-shaped pipeline (77 x (32 + 64), pooled 32) at ``folder``."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer, tokenizer_2 = _tokenizer(), _tokenizer(pad_token="!")
+    torch.manual_seed(TINY_SEED + 20)
+    text_encoder = CLIPTextModel(_text_config(tokenizer, 32))
+    torch.manual_seed(TINY_SEED + 21)
+    text_encoder_2 = CLIPTextModelWithProjection(
+        _text_config(tokenizer_2, 64, hidden_act="gelu", projection_dim=32))
+    torch.manual_seed(TINY_SEED + 22)
+    time_dim = 8  # six size/crop numbers, each embedded in 8 dims, plus the pooled 32
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=96,
+        attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32,
+        addition_embed_type="text_time", addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=6 * time_dim + 32)
+    vae = _vae(TINY_SEED + 23, scaling_factor=0.13025, force_upcast=True)
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading",
+        prediction_type="epsilon")
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler,
+        force_zeros_for_empty_prompt=True, add_watermarker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+BUILDERS: dict[str, Callable[[Path], None]] = {
+    "tiny": build_tiny_pipeline, "tiny-sd2": build_tiny_sd2_pipeline,
+    "tiny-sdxl": build_tiny_sdxl_pipeline}
+
+
+def tiny_model_dir(root: Path | None = None, kind: str = "tiny") -> Path:
+    """The ``kind`` tiny pipeline's folder, built once (atomically) under otpc's cache."""
+    if kind not in BUILDERS:
+        raise ValueError(f"unknown tiny model {kind!r}; choose one of {sorted(BUILDERS)}")
+    base = root or otpc_home()
+    folder = base / "models" / f"{kind}-v{TINY_VERSION}"
     if (folder / "OTPC_TINY.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=folder.parent))
     try:
-        build_tiny_pipeline(tmp)
+        BUILDERS[kind](tmp)
+        (tmp / "OTPC_TINY.json").write_text(json.dumps(
+            {"kind": kind, "version": TINY_VERSION, "seed": TINY_SEED,
+             "weights": "random (untrained)"}))
         try:
             os.replace(tmp, folder)
         except OSError:

@@ -1,0 +1,149 @@
+"""Model presets and loading: the Hugging Face cache and offline mode, errors that say what
+to do, prompt truncation, and a tiny SD-2-shaped model through otpc's renderer."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from otpc import embeddings
+from otpc.models import PRESETS, ModelSpec, load_pipeline, pick_device, resolve
+from otpc.params import ModelParams
+from otpc.render import Renderer, RenderSettings
+from otpc.tiny import tiny_model_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+# Runs in a fresh interpreter, because huggingface_hub reads HF_HOME and HF_HUB_OFFLINE at import.
+LOAD_BOTH = """
+import json
+from otpc.models import ModelSpec, load_pipeline
+out = {}
+pipe = load_pipeline(ModelSpec("otpc-test/tiny-sd2"))
+out["cached"] = [type(pipe).__name__, pipe.otpc_resolved.revision, pipe.otpc_resolved.fingerprint]
+try:
+    load_pipeline(ModelSpec("sd15"))
+except RuntimeError as err:
+    out["sd15_error"] = str(err)
+print("RESULT" + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def offline_hf(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """An HF cache holding one model (a copy of tiny-sd2 as 'otpc-test/tiny-sd2' at a known
+    commit) and nothing else, used by a fresh interpreter in offline mode."""
+    home = tmp_path_factory.mktemp("hf_home")
+    repo = home / "hub" / "models--otpc-test--tiny-sd2"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    shutil.copytree(tiny_model_dir(kind="tiny-sd2"), repo / "snapshots" / COMMIT,
+                    ignore=shutil.ignore_patterns("OTPC_TINY.json"))
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    proc = subprocess.run([sys.executable, "-c", LOAD_BOTH], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return home, json.loads(lines[0][len("RESULT"):])
+
+
+def test_cached_hub_model_loads_offline_at_its_commit(offline_hf: tuple[Path, dict]) -> None:
+    kind, revision, fingerprint = offline_hf[1]["cached"]
+    assert kind == "StableDiffusionPipeline"
+    assert revision == COMMIT  # 'main' resolved to the commit actually loaded
+    assert fingerprint == f"otpc-test/tiny-sd2@{COMMIT}:torch.float32"
+
+
+def test_uncached_model_offline_says_which_and_how_to_fetch(offline_hf: tuple[Path, dict]) -> None:
+    home, result = offline_hf
+    message = result["sd15_error"]
+    repo = PRESETS["sd15"].repo
+    assert f"offline mode is on and model '{repo}' (revision main) is not in the cache" in message
+    assert f"P.download('{repo}', revision='main')" in message
+    assert str(home / "hub") in message
+
+
+def test_unknown_preset_is_an_error_listing_presets() -> None:
+    with pytest.raises(ValueError, match="'sd3' is not a preset.*sd15, sd21, sdxl"):
+        resolve(ModelSpec("sd3"))
+    with pytest.raises(ValueError, match="unknown model preset 'sd3'"):
+        ModelParams(name="sd3")
+    with pytest.raises(ValueError, match="unknown tiny model 'tiny-sd3'"):
+        tiny_model_dir(kind="tiny-sd3")
+
+
+@pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])
+def test_presets_run_half_precision_on_cuda_only(name: str) -> None:
+    cuda = resolve(ModelSpec(name, device="cuda"))
+    assert (cuda.source, cuda.revision) == (PRESETS[name].repo, "main")
+    assert cuda.dtype == torch.float16 and not cuda.random_weights
+    assert resolve(ModelSpec(name, device="cpu")).dtype == torch.float32
+    assert resolve(ModelSpec(name, device="mps")).dtype == torch.float32
+    pinned = resolve(ModelSpec(name, revision="abc123", dtype="bfloat16", device="cuda"))
+    assert (pinned.revision, pinned.dtype) == ("abc123", torch.bfloat16)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-sd2", "tiny-sdxl"])
+def test_tiny_models_are_local_float32_random_weights(name: str) -> None:
+    res = resolve(ModelSpec(name, device="cuda"))
+    assert res.dtype == torch.float32 and res.random_weights
+    assert (Path(res.source) / "model_index.json").is_file()
+
+
+def test_device_order_cuda_mps_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device() == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device() == torch.device("cpu")
+    assert pick_device("cuda:1") == torch.device("cuda:1")
+
+
+def words(n: int) -> str:
+    """``n`` one-letter words: exactly one token each with the tiny tokenizer."""
+    return " ".join("abcdefghijklmnopqrstuvwxyz"[i % 26] for i in range(n))
+
+
+def test_long_prompts_are_truncated_as_the_pipeline_does_and_recorded(tiny_pipe,
+                                                                       tmp_path: Path) -> None:
+    fits, over, long = words(75), words(76), words(120)
+    out = {e.prompt: e for e in embeddings.encode(tiny_pipe, [fits, over, long])}
+    assert (out[fits].n_tokens, out[fits].truncated) == (77, False)
+    assert (out[over].n_tokens, out[over].truncated) == (78, True)
+    assert (out[long].n_tokens, out[long].truncated) == (122, True)
+    # what the U-Net sees: the first 75 tokens between the start and end tokens
+    torch.testing.assert_close(out[long].embeds, out[fits].embeds, rtol=0, atol=0)
+    direct, _ = tiny_pipe.encode_prompt(long, torch.device("cpu"), 1, False)
+    torch.testing.assert_close(out[long].embeds, direct[0].float(), rtol=0, atol=0)
+    embeddings.save(tmp_path, out[long])
+    back = embeddings.load(tmp_path, out[long].key)
+    assert (back.n_tokens, back.truncated) == (122, True)
+
+
+def test_sd2_shaped_model_renders_like_its_pipeline() -> None:
+    pipe = load_pipeline(ModelSpec("tiny-sd2"))
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.tokenizer.pad_token == "!"
+    emb = embeddings.encode(pipe, ["a lighthouse on a cliff at dusk"])[0]
+    assert emb.embeds.shape == (77, 48) and emb.pooled is None
+    settings = RenderSettings(steps=3, guidance=6.0)
+    renderer = Renderer(pipe, settings)
+    latents = renderer.initial_latents(5)
+    ours = renderer.render_batch(emb.embeds[None], latents).astype(np.float64)
+    assert isinstance(pipe, StableDiffusionPipeline)
+    ref = pipe(prompt_embeds=emb.embeds[None], latents=latents.clone(), output_type="np",
+               num_inference_steps=settings.steps, guidance_scale=settings.guidance).images
+    assert np.abs(ours - ref.astype(np.float64) * 255).max() <= 0.51
