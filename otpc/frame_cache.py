@@ -7,7 +7,6 @@ and verified on read: a truncated or corrupt PNG is reported, removed and render
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from otpc.atomic import write_bytes
+from otpc.atomic import write_with
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +36,6 @@ def frame_key(context: str, conditioning: Sequence[torch.Tensor | None], latent_
     return h.hexdigest()[:32]
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of an (H, W, 3) uint8 image (deterministic)."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def read_png(path: Path) -> np.ndarray:
     """Decode a PNG fully; raises ``ValueError`` naming the file if it is damaged."""
     try:
@@ -61,6 +53,7 @@ class FrameCache:
         self.root = Path(root)
 
     def path(self, key: str) -> Path:
+        """Where the frame ``key`` is stored (whether or not it exists)."""
         return self.root / key[:2] / f"{key}.png"
 
     def has(self, key: str) -> bool:
@@ -77,7 +70,10 @@ class FrameCache:
         return True
 
     def put(self, key: str, image: np.ndarray) -> None:
-        write_bytes(self.path(key), encode_png(image))
+        """Store an (H, W, 3) uint8 image; encoded into a temporary file, then renamed, so
+        an error or crash while writing leaves no entry."""
+        write_with(self.path(key), lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
     def get(self, key: str) -> np.ndarray:
+        """The stored frame; ``ValueError`` if it is damaged."""
         return read_png(self.path(key))

@@ -1,9 +1,14 @@
 """otpc's renderer: a batched classifier-free-guidance denoising loop over diffusers parts.
 
 Many frames (of many paths) go through the U-Net together, with the unconditional half of
-CFG in the same batch; latents are decoded in batches and frames go straight to the
-content-addressed cache, so memory is bounded by ``batch_size`` whatever the study's size.
-For the same embeddings, noise and scheduler it produces StableDiffusionPipeline's images.
+CFG in the same batch; latents are decoded in bounded chunks and frames are written to the
+content-addressed cache by background threads while the next batch is on the device, so
+memory is bounded by ``batch_size`` whatever the study's size. For the same embeddings,
+noise and scheduler it produces StableDiffusionPipeline's images.
+
+On CUDA the U-Net and VAE run channels-last with fused QKV projections (SDPA attention,
+the model's dtype: fp16/bf16 for the presets) and cuDNN autotuning; ``compile`` wraps the
+U-Net in ``torch.compile`` after fusing, with static shapes (short batches are padded).
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -21,17 +28,23 @@ from tqdm.auto import tqdm
 from otpc.embeddings import encode_batch
 from otpc.frame_cache import FrameCache, frame_key
 
+# Settings that change speed or memory but never pixels: not part of a frame's key.
+NOT_PIXELS = ("batch_size", "decode_batch_size", "compile", "compile_mode")
+
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """Everything besides the model and the embedding that decides a frame's pixels."""
+    """Everything besides the model and the embedding that decides a frame's pixels,
+    plus how frames are batched and whether the U-Net is compiled."""
 
     steps: int = 50
     guidance: float = 7.5
     height: int | None = None
     width: int | None = None
     batch_size: int = 16
+    decode_batch_size: int = 8
     compile: bool = False
+    compile_mode: str = "default"
 
 
 @dataclass(frozen=True)
@@ -43,8 +56,33 @@ class FrameJob:
     pooled: torch.Tensor | None = None
 
 
+def initial_latents(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Seeded starting noise, drawn on the CPU in float32 so it is device-independent."""
+    return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+
+
+def _uses_default_attention(model: torch.nn.Module) -> bool:
+    procs = getattr(model, "attn_processors", {})
+    return bool(procs) and all(type(p).__name__ == "AttnProcessor2_0" for p in procs.values())
+
+
+def optimise_for_speed(unet: torch.nn.Module, vae: torch.nn.Module) -> None:
+    """Channels-last memory format and fused QKV projections (in place).
+
+    Fusing replaces diffusers' default SDPA processors with the fused SDPA ones; models with
+    other processors (custom, added-KV) are left unfused. Must run before ``torch.compile``.
+    """
+    for model in (unet, vae):
+        model.to(memory_format=torch.channels_last)
+        if hasattr(model, "fuse_qkv_projections") and _uses_default_attention(model):
+            model.fuse_qkv_projections()
+
+
 class Renderer:
-    """Renders batches of prompt embeddings to uint8 images with one model."""
+    """Renders batches of prompt embeddings to uint8 images with one model.
+
+    On CUDA it optimises the pipeline's U-Net and VAE in place (see ``optimise_for_speed``).
+    """
 
     def __init__(self, pipe, settings: RenderSettings) -> None:
         self.pipe = pipe
@@ -57,42 +95,57 @@ class Renderer:
         if self.height % self.scale or self.width % self.scale:
             raise ValueError(f"render height/width must be multiples of {self.scale}")
         self.is_xl = hasattr(pipe, "text_encoder_2")
+        if self.is_xl and self.vae.dtype == torch.float16 and self.vae.config.force_upcast:
+            self.vae.to(torch.float32)  # SDXL's VAE overflows in fp16; its pipeline upcasts too
         with torch.no_grad():
             neg, neg_pooled = encode_batch(pipe, [""], self.res.device)
+        if self.is_xl and pipe.config.get("force_zeros_for_empty_prompt", False):
+            neg, neg_pooled = torch.zeros_like(neg), torch.zeros_like(neg_pooled)  # as SDXL does
         self.negative = neg[0].to(self.res.dtype)
         self.negative_pooled = None if neg_pooled is None else neg_pooled[0].to(self.res.dtype)
-        self._optimise()
-
-    def _optimise(self) -> None:
         if self.res.device.type == "cuda":
-            self.unet.to(memory_format=torch.channels_last)
-            self.vae.to(memory_format=torch.channels_last)
-            if hasattr(self.unet, "fuse_qkv_projections"):
-                self.unet.fuse_qkv_projections()
-        if self.settings.compile:
-            self.unet = torch.compile(self.unet, mode="max-autotune-no-cudagraphs", fullgraph=True)
+            torch.backends.cudnn.benchmark = True
+            optimise_for_speed(self.unet, self.vae)
+        if settings.compile:
+            self.unet = torch.compile(self.unet, mode=settings.compile_mode, fullgraph=True,
+                                      dynamic=False)
 
     @property
     def context(self) -> str:
-        """A string that fixes the model and all settings a frame depends on."""
-        settings = asdict(self.settings)
-        for not_pixels in ("batch_size", "compile"):
-            settings.pop(not_pixels)
+        """A string that fixes the model and all settings a frame's pixels depend on."""
+        settings = {k: v for k, v in asdict(self.settings).items() if k not in NOT_PIXELS}
         settings.update(height=self.height, width=self.width)
+        scheduler = {k: v for k, v in self.pipe.scheduler.config.items() if not k.startswith("_")}
+        scheduler["class"] = type(self.pipe.scheduler).__name__
         neg = hashlib.sha256(self.negative.float().cpu().numpy().tobytes()).hexdigest()[:16]
-        return json.dumps({"model": self.res.fingerprint, "scheduler": dict(self.pipe.scheduler.config),
+        return json.dumps({"model": self.res.fingerprint, "scheduler": scheduler,
                            "settings": settings, "negative": neg}, sort_keys=True, default=str)
 
     def initial_latents(self, seed: int) -> torch.Tensor:
-        """The seeded starting noise (1, C, h, w), drawn on the CPU so it is device-independent."""
-        shape = (1, self.unet.config.in_channels, self.height // self.scale, self.width // self.scale)
-        return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+        """The seeded starting noise (1, C, h, w) of a frame."""
+        return initial_latents(
+            (1, self.unet.config.in_channels, self.height // self.scale, self.width // self.scale),
+            seed)
 
     def _added_cond(self, pooled: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
         """SDXL's extra conditioning: pooled text vector and size/crop ids."""
         ids = torch.tensor([self.height, self.width, 0, 0, self.height, self.width],
                            device=self.res.device, dtype=self.res.dtype).repeat(batch, 1)
         return {"text_embeds": pooled, "time_ids": ids}
+
+    def render(self, jobs: list[FrameJob]) -> np.ndarray:
+        """Images (len(jobs), H, W, 3) uint8; with ``compile`` a short batch is padded to
+        ``batch_size`` so the compiled U-Net sees one shape only."""
+        embeds = torch.stack([job.embedding for job in jobs])
+        latents = torch.cat([self.initial_latents(job.latent_seed) for job in jobs])
+        pooled = torch.stack([job.pooled for job in jobs]) if self.is_xl else None
+        pad = self.settings.batch_size - len(jobs) if self.settings.compile else 0
+        if pad > 0:
+            embeds = torch.cat([embeds, embeds[-1:].expand(pad, -1, -1)])
+            latents = torch.cat([latents, latents[-1:].expand(pad, -1, -1, -1)])
+            if pooled is not None:
+                pooled = torch.cat([pooled, pooled[-1:].expand(pad, -1)])
+        return self.render_batch(embeds, latents, pooled)[:len(jobs)]
 
     @torch.no_grad()
     def render_batch(self, embeds: torch.Tensor, latents: torch.Tensor,
@@ -126,17 +179,31 @@ class Renderer:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Latents to uint8 images, as the pipeline's image processor does."""
-        vae = self.vae
-        needs_upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-        if needs_upcast:
-            vae = vae.to(torch.float32)
-        lat = latents.to(vae.dtype) / vae.config.scaling_factor
-        images = vae.decode(lat, return_dict=False)[0]
-        if needs_upcast:
-            vae.to(torch.float16)
-        images = (images.float() / 2 + 0.5).clamp(0, 1)
-        return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        """Latents to uint8 images in chunks of ``decode_batch_size``, with the same
+        arithmetic as the pipeline's image processor (converted on the device)."""
+        chunks = []
+        for chunk in latents.split(self.settings.decode_batch_size):
+            images = self.vae.decode(chunk.to(self.vae.dtype) / self.vae.config.scaling_factor,
+                                     return_dict=False)[0]
+            images = (images * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float()
+            chunks.append((images * 255).round().to(torch.uint8))
+        return torch.cat(chunks).cpu().numpy()
+
+
+def _missing_batches(keys: list[str], jobs: Iterable[FrameJob], missing: set[str], size: int
+                     ) -> Iterator[list[tuple[str, FrameJob]]]:
+    """Batches of (key, job) for each missing key, once each, in job order."""
+    batch: list[tuple[str, FrameJob]] = []
+    queued: set[str] = set()
+    for key, job in zip(keys, jobs):
+        if key in missing and key not in queued:
+            queued.add(key)
+            batch.append((key, job))
+            if len(batch) == size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
 
 
 def render_missing(renderer: Renderer, cache: FrameCache,
@@ -144,35 +211,27 @@ def render_missing(renderer: Renderer, cache: FrameCache,
                    ) -> tuple[list[str], int]:
     """Make sure every job's frame is in ``cache``; render only the missing ones.
 
-    ``jobs`` is called twice: once to find what is missing (cheap: hashing), once to render
-    it, with frames produced lazily and rendered as batches fill, so memory stays bounded
-    by the batch. Returns each job's cache key (in order) and how many frames were rendered.
+    ``jobs`` is called twice: once to find what is missing (hashing; cached entries are
+    verified in parallel), once to render it, with frames produced lazily and rendered as
+    batches fill. PNGs are written by worker threads while the next batch renders; at most
+    one batch waits to be written, so memory stays bounded by the batch. Returns each job's
+    cache key (in order) and how many frames were rendered.
     """
     context = renderer.context
     keys = [frame_key(context, (job.embedding, job.pooled), job.latent_seed) for job in jobs()]
-    missing = {key for key in dict.fromkeys(keys) if not cache.has(key)}
-    bar = tqdm(total=len(missing), desc=desc, unit="img", dynamic_ncols=True,
-               disable=not missing)
-    batch: list[tuple[str, FrameJob]] = []
-    queued: set[str] = set()
-    for key, job in zip(keys, jobs()):
-        if key in missing and key not in queued:
-            queued.add(key)
-            batch.append((key, job))
-        if len(batch) == renderer.settings.batch_size:
-            _render_into(renderer, cache, batch, bar)
-            batch = []
-    if batch:
-        _render_into(renderer, cache, batch, bar)
-    bar.close()
+    unique = list(dict.fromkeys(keys))
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        missing = {key for key, ok in zip(unique, pool.map(cache.has, unique)) if not ok}
+        writing: list[Future] = []
+        with tqdm(total=len(missing), desc=desc, unit="img", dynamic_ncols=True,
+                  disable=not missing) as bar:
+            for batch in _missing_batches(keys, jobs(), missing, renderer.settings.batch_size):
+                images = renderer.render([job for _, job in batch])
+                for done in writing:
+                    done.result()
+                writing = [pool.submit(cache.put, key, image)
+                           for (key, _), image in zip(batch, images)]
+                bar.update(len(batch))
+            for done in writing:
+                done.result()
     return keys, len(missing)
-
-
-def _render_into(renderer: Renderer, cache: FrameCache, batch: list[tuple[str, FrameJob]],
-                 bar: tqdm) -> None:
-    embeds = torch.stack([job.embedding for _, job in batch])
-    latents = torch.cat([renderer.initial_latents(job.latent_seed) for _, job in batch])
-    pooled = torch.stack([job.pooled for _, job in batch]) if renderer.is_xl else None
-    for (key, _), image in zip(batch, renderer.render_batch(embeds, latents, pooled)):
-        cache.put(key, image)
-    bar.update(len(batch))

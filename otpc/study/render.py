@@ -63,8 +63,9 @@ def plan_jobs(pairs: pl.DataFrame, couplings: pl.DataFrame, emb_dir: Path, frame
         lseed = latent_seed(seed, pid)
         rows = list(by_pair[(pid,)].iter_rows(named=True))
         shared = tuple(r["path_id"] for r in rows if r["permutation"] is not None)
-        yield Slot(pid, shared, 0), FrameJob(ea.embeds, lseed, ea.pooled)
-        yield Slot(pid, shared, last), FrameJob(eb.embeds, lseed, eb.pooled)
+        if shared:
+            yield Slot(pid, shared, 0), FrameJob(ea.embeds, lseed, ea.pooled)
+            yield Slot(pid, shared, last), FrameJob(eb.embeds, lseed, eb.pooled)
         for row in rows:
             c = coupling_from_row(row)
             path = path_frames(ea.embeds.double(), eb.embeds.double(), c, ts).float()

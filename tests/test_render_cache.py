@@ -1,0 +1,156 @@
+"""The content-addressed frame cache: what a key covers, resuming, damage, atomic writes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from otpc.embeddings import encode
+from otpc.frame_cache import FrameCache, frame_key
+from otpc.models import ModelSpec, load_pipeline
+from otpc.paths import interpolate
+from otpc.render import FrameJob, Renderer, RenderSettings, render_missing
+
+STEPS = 2
+BASE = RenderSettings(steps=STEPS, guidance=7.5, batch_size=4)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny model is far faster single-threaded on a small, shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def path(tiny_pipe) -> torch.Tensor:
+    """Five frames (t = 0, 0.25, ..., 1) between two real prompt embeddings."""
+    a, b = encode(tiny_pipe, ["a small boat on a lake", "a mountain in the snow"])
+    return interpolate(a.embeds, b.embeds, np.linspace(0, 1, 5))
+
+
+def key_of(renderer: Renderer, embedding: torch.Tensor, seed: int = 0) -> str:
+    return frame_key(renderer.context, (embedding, None), seed)
+
+
+def test_key_covers_what_decides_pixels(tiny_pipe, path):
+    base = Renderer(tiny_pipe, BASE)
+    key = key_of(base, path[1])
+    changed = {
+        "steps": replace(BASE, steps=STEPS + 1), "guidance": replace(BASE, guidance=5.0),
+        "height": replace(BASE, height=base.height + 8),
+        "width": replace(BASE, width=base.width + 8),
+    }
+    for what, settings in changed.items():
+        assert key_of(Renderer(tiny_pipe, settings), path[1]) != key, what
+    assert key_of(base, path[1], seed=1) != key, "seed"
+    assert key_of(base, path[2]) != key, "t (the frame's embedding)"
+    perm = torch.randperm(path.shape[1], generator=torch.Generator().manual_seed(0))
+    assert key_of(base, path[1][perm]) != key, "permutation"
+    for what, res in {"model": replace(base.res, source=base.res.source + "-other"),
+                      "revision": replace(base.res, revision="0123abcd"),
+                      "dtype": replace(base.res, dtype=torch.bfloat16)}.items():
+        other = Renderer(tiny_pipe, BASE)
+        other.res = res
+        assert key_of(other, path[1]) != key, what
+    same = [replace(BASE, batch_size=1), replace(BASE, decode_batch_size=1),
+            replace(BASE, compile=True, compile_mode="max-autotune")]
+    for settings in same:
+        assert key_of(Renderer(tiny_pipe, settings), path[1]) == key, settings
+    assert key_of(Renderer(tiny_pipe, BASE), path[1].clone()) == key
+
+
+def test_key_covers_the_scheduler(path):
+    pipe = load_pipeline(ModelSpec("tiny"))
+    key = key_of(Renderer(pipe, BASE), path[0])
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    ddim = key_of(Renderer(pipe, BASE), path[0])
+    assert ddim != key
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, steps_offset=0)
+    assert key_of(Renderer(pipe, BASE), path[0]) not in (key, ddim)
+
+
+def jobs_of(path: torch.Tensor) -> list[FrameJob]:
+    return [FrameJob(frame, 7) for frame in path] + [FrameJob(path[0], 8)]
+
+
+def stored(cache: FrameCache) -> list[Path]:
+    return sorted(p for p in cache.root.rglob("*") if p.is_file())
+
+
+def test_rerun_renders_only_missing_frames(tiny_pipe, path, tmp_path):
+    renderer = Renderer(tiny_pipe, BASE)
+    cache = FrameCache(tmp_path)
+    jobs = jobs_of(path) + jobs_of(path)[:2]  # repeated frames are rendered once
+    keys, rendered = render_missing(renderer, cache, lambda: iter(jobs))
+    assert rendered == 6 and len(set(keys)) == 6 and len(keys) == 8
+    first = {k: cache.get(k) for k in keys}
+    assert all(p.suffix == ".png" for p in stored(cache)) and len(stored(cache)) == 6
+    for k in (keys[1], keys[4]):
+        cache.path(k).unlink()
+    again, rendered = render_missing(renderer, cache, lambda: iter(jobs))
+    assert again == keys and rendered == 2
+    for k in keys:  # re-rendered in other batches: equal up to float rounding
+        assert np.abs(cache.get(k).astype(int) - first[k]).max() <= 1
+    assert render_missing(renderer, cache, lambda: iter(jobs))[1] == 0
+
+
+def test_truncated_frame_is_reported_and_rendered_again(tiny_pipe, path, tmp_path, caplog):
+    renderer = Renderer(tiny_pipe, BASE)
+    cache = FrameCache(tmp_path)
+    jobs = jobs_of(path)[:3]
+    keys, _ = render_missing(renderer, cache, lambda: iter(jobs))
+    good = cache.get(keys[2])
+    damaged = cache.path(keys[2])
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        cache.get(keys[2])
+    with caplog.at_level(logging.WARNING, logger="otpc.frame_cache"):
+        _, rendered = render_missing(renderer, cache, lambda: iter(jobs))
+    assert rendered == 1
+    assert any(str(damaged) in record.getMessage() for record in caplog.records)
+    assert np.abs(cache.get(keys[2]).astype(int) - good).max() <= 1
+
+
+def test_failed_write_leaves_no_entry(tmp_path):
+    """An error inside the atomic writer (here: PIL cannot encode float64) leaves nothing."""
+    cache = FrameCache(tmp_path)
+    with pytest.raises(TypeError):
+        cache.put("ab" * 16, np.zeros((8, 8, 3), dtype=np.float64))
+    assert not cache.has("ab" * 16)
+    assert stored(cache) == []
+    cache.put("cd" * 16, np.full((8, 8, 3), 200, dtype=np.uint8))
+    assert stored(cache) == [cache.path("cd" * 16)]
+
+
+def test_crash_mid_run_keeps_only_whole_frames_and_resumes(tiny_pipe, path, tmp_path):
+    """A run that dies after its first batch leaves that batch, and nothing half-written."""
+    renderer = Renderer(tiny_pipe, replace(BASE, batch_size=2))
+    cache = FrameCache(tmp_path)
+    jobs = jobs_of(path)
+    calls = []
+
+    def crashing() -> Iterator[FrameJob]:
+        calls.append(1)
+        for i, job in enumerate(jobs):
+            if len(calls) == 2 and i == 3:  # while rendering (the 2nd pass), mid-batch 2
+                raise RuntimeError("killed")
+            yield job
+
+    with pytest.raises(RuntimeError, match="killed"):
+        render_missing(renderer, cache, crashing)
+    files = stored(cache)
+    assert len(files) == 2 and all(p.suffix == ".png" for p in files)
+    for p in files:
+        assert cache.has(p.stem)
+    keys, rendered = render_missing(renderer, cache, lambda: iter(jobs))
+    assert rendered == len(jobs) - 2 and len(stored(cache)) == len(jobs)
