@@ -83,7 +83,10 @@ class RenderParams(_Section):
     width: int | None = Field(None, ge=8)
     seed: int = Field(0, ge=0)
     batch_size: int = Field(32, ge=1)
+    decode_batch_size: int = Field(8, ge=1)
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
+                          "max-autotune-no-cudagraphs"] = "default"
     cache_dir: str = ".otpc_cache/frames"
 
 

@@ -43,7 +43,8 @@ class Slot:
 def settings_from(params: RenderParams) -> RenderSettings:
     return RenderSettings(steps=params.steps, guidance=params.guidance, height=params.height,
                           width=params.width, batch_size=params.batch_size,
-                          compile=params.compile)
+                          decode_batch_size=params.decode_batch_size, compile=params.compile,
+                          compile_mode=params.compile_mode)
 
 
 def latent_seed(seed: int, pair_id: str) -> int:
