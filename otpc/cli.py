@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import click
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from otpc.couplings import METHODS, couple, derive_seed
 from otpc.params import ParamsError, load_params
@@ -18,10 +20,13 @@ def main() -> None:
 
 
 def _methods(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
-    methods = [m.strip() for m in value.split(",") if m.strip()]
+    methods = list(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))
+    if not methods:
+        raise click.BadParameter(f"no method given; known: {', '.join(sorted(METHODS))}")
     unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise click.BadParameter(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+    if unknown:
+        raise click.BadParameter(f"unknown method(s) {', '.join(map(repr, unknown))}; "
+                                 f"known: {', '.join(sorted(METHODS))}")
     return methods
 
 
@@ -49,7 +54,11 @@ def _prompt(ctx: click.Context, param: click.Parameter, value: str) -> str:
 def interpolate(prompt_a: str, prompt_b: str, methods: list[str], frames: int, seed: int,
                 model: str, steps: int, guidance: float, batch_size: int, sinkhorn_reg: float,
                 out: Path) -> None:
-    """Render the path from PROMPT_A to PROMPT_B under each coupling method."""
+    """Render the path from PROMPT_A to PROMPT_B under each coupling method.
+
+    Writes METHOD.png (the frames side by side) and METHOD.gif for each method, and
+    comparison.png with one row per method; prints each path's coupling cost and PPL.
+    """
     from otpc.embeddings import encode
     from otpc.images import grid, save_gif, save_png, strip
     from otpc.models import ModelSpec, load_pipeline
@@ -66,38 +75,57 @@ def interpolate(prompt_a: str, prompt_b: str, methods: list[str], frames: int, s
     for e in (ea, eb):
         if e.truncated:
             click.echo(f"note: prompt truncated to the tokenizer's limit: {e.prompt!r}")
-    ts = t_grid(frames)
-    latents = renderer.initial_latents(derive_seed(seed, "latent", prompt_a, prompt_b))
-    metric = load_lpips("alex")
     if pipe.otpc_resolved.random_weights:
         click.echo("note: model has random weights; images carry no meaning")
+    ts = t_grid(frames)
+    a, b = ea.embeds.double(), eb.embeds.double()
+    couplings = [couple(a, b, method, seed=derive_seed(seed, method), sinkhorn_reg=sinkhorn_reg)
+                 for method in methods]
+    paths = torch.cat([path_frames(a, b, c, ts).float() for c in couplings])
+    pooled = None
+    if ea.pooled is not None:
+        t = torch.as_tensor(ts, dtype=torch.float32).unsqueeze(1)
+        pooled = ((1 - t) * ea.pooled + t * eb.pooled).repeat(len(methods), 1)
+    latents = renderer.initial_latents(derive_seed(seed, "latent", prompt_a, prompt_b))
+    images = _render(renderer, paths, latents, pooled)
+    metric = load_lpips("alex")
     if not metric.pretrained_backbone:
         click.echo("note: LPIPS backbone is untrained (ImageNet weights not in the torch cache)")
     rows = []
-    for method in methods:
-        c = couple(ea.embeds.double(), eb.embeds.double(), method,
-                   seed=derive_seed(seed, method), sinkhorn_reg=sinkhorn_reg)
-        path = path_frames(ea.embeds.double(), eb.embeds.double(), c, ts).float()
-        pooled = None
-        if ea.pooled is not None:
-            t = torch.as_tensor(ts, dtype=torch.float32).unsqueeze(1)
-            pooled = (1 - t) * ea.pooled + t * eb.pooled
-        images = []
-        with click.progressbar(range(0, frames, batch_size), label=f"render {method}") as bar:
-            for i in bar:
-                chunk = path[i:i + batch_size]
-                images.append(renderer.render_batch(
-                    chunk, latents.expand(len(chunk), -1, -1, -1),
-                    None if pooled is None else pooled[i:i + batch_size]))
-        frames_np = np.concatenate(images)
-        ppl, ppl_norm = path_length(step_distances(metric, frames_np))
-        row = strip(list(frames_np))
+    for method, c, path_images in zip(methods, couplings, np.split(images, len(methods))):
+        ppl, ppl_norm = path_length(step_distances(metric, path_images))
+        row = strip(list(path_images))
         save_png(out / f"{method}.png", row)
-        save_gif(out / f"{method}.gif", list(frames_np))
+        save_gif(out / f"{method}.gif", list(path_images))
         rows.append(row)
         click.echo(f"{method:>9}: cost {c.cost:.4f}  ppl {ppl:.5f}  ppl_norm {ppl_norm:.5f}")
     save_png(out / "comparison.png", grid(rows))
     click.echo(f"wrote {out}/comparison.png (rows: {', '.join(methods)})")
+
+
+def _render(renderer, paths: torch.Tensor, latents: torch.Tensor, pooled: torch.Tensor | None
+            ) -> np.ndarray:
+    """All frames (F, n, d) from the same noise, in batches; the bar advances per U-Net call."""
+    batch_size = renderer.settings.batch_size
+    batches = range(0, len(paths), batch_size)
+    scheduler = copy.deepcopy(renderer.pipe.scheduler)
+    scheduler.set_timesteps(renderer.settings.steps)
+    bar = tqdm(total=len(batches) * len(scheduler.timesteps), desc=f"render {len(paths)} frames",
+               unit="step", dynamic_ncols=True)
+
+    def advance(*_: object) -> None:  # a forward hook must return None to keep the output
+        bar.update()
+
+    hook = renderer.unet.register_forward_hook(advance)
+    try:
+        images = [renderer.render_batch(paths[i:i + batch_size],
+                                        latents.expand(len(paths[i:i + batch_size]), -1, -1, -1),
+                                        None if pooled is None else pooled[i:i + batch_size])
+                  for i in batches]
+    finally:
+        hook.remove()
+        bar.close()
+    return np.concatenate(images)
 
 
 @main.command()
@@ -115,7 +143,9 @@ def check(params_path: Path) -> None:
 @main.command("log")
 @click.option("--params", "params_path", default="params.yaml", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path))
-def log_cmd(params_path: Path) -> None:
+@click.option("--exp-name", default=None,
+              help="The DVC experiment these results belong to (default: workspace).")
+def log_cmd(params_path: Path, exp_name: str | None) -> None:
     """Log the finished study in this folder to MLflow (no duplicate if already logged)."""
     from otpc.tracking import log_study, tracking_uri
 
@@ -128,7 +158,7 @@ def log_cmd(params_path: Path) -> None:
     if not Path("metrics/summary.json").exists():
         raise click.ClickException("metrics/summary.json not found: run `dvc repro` first")
     try:
-        run_id = log_study(params, Path.cwd(), Path("metrics"), outputs)
+        run_id = log_study(params, Path.cwd(), Path("metrics"), outputs, exp_name)
     except Exception as err:  # noqa: BLE001 - report any tracking failure with its URI
         raise click.ClickException(f"could not log to {tracking_uri()}: {err}") from err
     click.echo(f"mlflow: run {run_id} in experiment {params.study!r} at {tracking_uri()}")

@@ -3,17 +3,24 @@
 Every method is a function ``(a, b, rng_seed, options) -> Coupling`` registered in
 ``METHODS``; the pipeline's ``couple.methods`` accepts any registered name. Costs use the
 squared Euclidean distance and uniform weights 1/n, as in ``shared/docs/study.md``.
+``couple`` couples one pair; ``couple_many`` couples thousands of pairs at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
-from collections.abc import Callable
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import ot
+import torch
 from scipy.optimize import linear_sum_assignment
 
 PathKind = Literal["linear", "slerp", "barycentric"]
@@ -43,14 +50,19 @@ class Coupling:
         return self.plan.shape[0] * (self.plan @ b)
 
 
+PairFn = Callable[[np.ndarray, np.ndarray, int, dict[str, Any]], Coupling]
+BatchFn = Callable[[np.ndarray, np.ndarray, Sequence[int], dict[str, Any]], list[Coupling]]
+
+
 @dataclass(frozen=True)
 class Method:
-    """A registered coupling method."""
+    """A registered coupling method; ``batch`` couples a chunk of pairs (P, n, d) at once."""
 
     name: str
-    fn: Callable[[np.ndarray, np.ndarray, int, dict[str, Any]], Coupling]
+    fn: PairFn
     stochastic: bool = False
     doc: str = field(default="", compare=False)
+    batch: BatchFn | None = None
 
 
 METHODS: dict[str, Method] = {}
@@ -59,8 +71,18 @@ METHODS: dict[str, Method] = {}
 def register(name: str, *, stochastic: bool = False) -> Callable:
     """Decorator: add a coupling function to ``METHODS`` under ``name``."""
 
-    def wrap(fn: Callable[[np.ndarray, np.ndarray, int, dict[str, Any]], Coupling]) -> Callable:
+    def wrap(fn: PairFn) -> PairFn:
         METHODS[name] = Method(name, fn, stochastic, (fn.__doc__ or "").strip())
+        return fn
+
+    return wrap
+
+
+def register_batch(name: str) -> Callable[[BatchFn], BatchFn]:
+    """Decorator: give the registered method ``name`` a faster many-pairs implementation."""
+
+    def wrap(fn: BatchFn) -> BatchFn:
+        METHODS[name] = dataclasses.replace(METHODS[name], batch=fn)
         return fn
 
     return wrap
@@ -71,16 +93,32 @@ def cost_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ot.dist(np.asarray(a, np.float64), np.asarray(b, np.float64), metric="sqeuclidean")
 
 
+def cost_matrices(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Batched squared Euclidean distances (P, n, n) in float64 for clouds a, b (P, n, d).
+
+    ||a_i||^2 + ||b_j||^2 - 2 <a_i, b_j>, the formula of ``cost_matrix``, with one batched
+    matrix product instead of P small ones.
+    """
+    at = torch.as_tensor(a).to(torch.float64)
+    bt = torch.as_tensor(b).to(torch.float64)
+    sq_a = torch.linalg.vector_norm(at, dim=-1).square_()
+    sq_b = torch.linalg.vector_norm(bt, dim=-1).square_()
+    m = torch.baddbmm(sq_a[:, :, None] + sq_b[:, None, :], at, bt.transpose(1, 2), alpha=-2)
+    return m.clamp_min_(0).numpy()
+
+
 def permutation_cost(a: np.ndarray, b: np.ndarray, perm: np.ndarray) -> float:
     """Mean squared distance between a_i and b_perm(i)."""
     diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)[perm]
     return float(np.mean(np.sum(diff * diff, axis=1)))
 
 
-def _as_cloud(x: Any, name: str) -> np.ndarray:
+def _as_array(x: Any, name: str, ndim: int) -> np.ndarray:
+    """``x`` (array or tensor) as a numpy array of ``ndim`` dimensions: one cloud or a stack."""
     arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D point cloud (n x d), got shape {arr.shape}")
+    if arr.ndim != ndim:
+        what = "a 2-D point cloud (n x d)" if ndim == 2 else "a stack of point clouds (P x n x d)"
+        raise ValueError(f"{name} must be {what}, got shape {arr.shape}")
     return arr
 
 
@@ -108,16 +146,28 @@ def _random(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) ->
 @register("ot")
 def _exact_ot(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) -> Coupling:
     """Exact optimal transport (POT network simplex), returned as an optimal permutation."""
-    n = a.shape[0]
-    m = cost_matrix(a, b)
+    return _ot_from_costs(cost_matrix(a, b), options)
+
+
+@register_batch("ot")
+def _exact_ot_many(a: np.ndarray, b: np.ndarray, seeds: Sequence[int],
+                   options: dict[str, Any]) -> list[Coupling]:
+    """``ot`` for a chunk of pairs: the cost matrices in one batched product, then ot.emd each."""
+    return [_ot_from_costs(m, options) for m in cost_matrices(a, b)]
+
+
+def _ot_from_costs(m: np.ndarray, options: dict[str, Any]) -> Coupling:
+    """The ``ot`` coupling for cost matrix ``m`` (n x n): ot.emd, then an optimal permutation."""
+    n = m.shape[0]
     w = np.full(n, 1.0 / n)
-    plan, log = ot.emd(w, w, m, log=True, numItermax=options.get("max_iter", 1_000_000))
+    plan, log = ot.emd(w, w, m, log=True, numItermax=options.get("max_iter", 1_000_000),
+                       center_dual=False, check_marginals=False)
     if log.get("warning"):
         raise RuntimeError(f"ot.emd did not converge: {log['warning']}")
     w2 = float(log["cost"])
     perm = plan_to_permutation(plan, m)
     cost = float(m[np.arange(n), perm].mean())
-    if not np.isclose(cost, w2, rtol=1e-9, atol=1e-9 * max(1.0, abs(w2))):
+    if not math.isclose(cost, w2, rel_tol=1e-9, abs_tol=1e-9 * max(1.0, abs(w2))):
         raise RuntimeError(f"extracted permutation costs {cost}, but W2^2 is {w2}")
     return Coupling("ot", cost, perm, w2=w2)
 
@@ -132,8 +182,10 @@ def plan_to_permutation(plan: np.ndarray, m: np.ndarray) -> np.ndarray:
     """
     n = plan.shape[0]
     support = plan > 1e-12 / n
-    if np.all(support.sum(axis=1) == 1) and np.all(support.sum(axis=0) == 1):
-        return np.argmax(support, axis=1)
+    if np.count_nonzero(support) == n:  # n entries that reach all n columns: a permutation
+        perm = np.argmax(support, axis=1)
+        if len(np.unique(perm)) == n:
+            return perm
     restricted = np.where(support, m, np.inf)
     rows, cols = linear_sum_assignment(restricted)
     perm = np.empty(n, dtype=np.int64)
@@ -143,7 +195,7 @@ def plan_to_permutation(plan: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 @register("sinkhorn")
 def _sinkhorn(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) -> Coupling:
-    """Entropic OT (POT Sinkhorn); each a_i moves to its barycentric image n (P B)_i.
+    """Entropic OT (POT's log-stabilised Sinkhorn); a_i moves to its barycentric image n (P B)_i.
 
     An approximation of ``ot`` that is not a W2 geodesic. ``reg`` is relative to the mean
     of the cost matrix, so one value suits embeddings of any scale.
@@ -153,7 +205,7 @@ def _sinkhorn(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) 
     scale = float(m.mean()) or 1.0
     reg = float(options.get("sinkhorn_reg", 0.05))
     w = np.full(n, 1.0 / n)
-    plan = ot.sinkhorn(w, w, m / scale, reg, method="sinkhorn_log", numItermax=100_000,
+    plan = ot.sinkhorn(w, w, m / scale, reg, method="sinkhorn_stabilized", numItermax=100_000,
                        stopThr=1e-9)
     return Coupling("sinkhorn", float(np.sum(plan * m)), plan=plan, path="barycentric")
 
@@ -164,11 +216,67 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def _method(name: str) -> Method:
+    if name not in METHODS:
+        raise KeyError(f"unknown coupling method {name!r}; known: {sorted(METHODS)}")
+    return METHODS[name]
+
+
 def couple(a: Any, b: Any, method: str, *, seed: int = 0, **options: Any) -> Coupling:
     """Couple point cloud ``a`` to ``b`` with a registered ``method``."""
-    if method not in METHODS:
-        raise KeyError(f"unknown coupling method {method!r}; known: {sorted(METHODS)}")
-    a_arr, b_arr = _as_cloud(a, "A"), _as_cloud(b, "B")
+    fn = _method(method).fn
+    a_arr, b_arr = _as_array(a, "A", 2), _as_array(b, "B", 2)
     if a_arr.shape != b_arr.shape:
         raise ValueError(f"A and B must have the same shape, got {a_arr.shape} and {b_arr.shape}")
-    return METHODS[method].fn(a_arr, b_arr, seed, options)
+    return fn(a_arr, b_arr, seed, options)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch intra-op threads, restoring the previous count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def couple_many(a: Any, b: Any, method: str, seeds: Sequence[int] | None = None, *,
+                workers: int | None = None, chunk_size: int = 8, **options: Any
+                ) -> list[Coupling]:
+    """Couple ``a[p]`` to ``b[p]`` for each of P pairs (a, b: P x n x d), as ``couple`` does.
+
+    ``seeds[p]`` seeds pair p (default 0 for every pair, like ``couple``). Chunks of
+    ``chunk_size`` pairs run on ``workers`` threads (default ``os.cpu_count()``): the
+    matrix products and POT's network simplex release the GIL. Torch is held to one
+    intra-op thread during the call, so that idle-spinning torch threads do not take the
+    cores from the solver threads.
+    """
+    meth = _method(method)
+    a_arr, b_arr = _as_array(a, "A", 3), _as_array(b, "B", 3)
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(f"A and B must have the same shape, got {a_arr.shape} and {b_arr.shape}")
+    pairs = a_arr.shape[0]
+    seed_list = [0] * pairs if seeds is None else [int(s) for s in seeds]
+    if len(seed_list) != pairs:
+        raise ValueError(f"got {len(seed_list)} seeds for {pairs} pairs")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+
+    def run(start: int) -> list[Coupling]:
+        stop = start + chunk_size
+        if meth.batch is not None:
+            return meth.batch(a_arr[start:stop], b_arr[start:stop], seed_list[start:stop], options)
+        return [meth.fn(a_arr[p], b_arr[p], seed_list[p], options)
+                for p in range(start, min(stop, pairs))]
+
+    starts = range(0, pairs, chunk_size)
+    with _torch_threads(1):
+        if workers == 1 or len(starts) <= 1:
+            return [c for start in starts for c in run(start)]
+        with ThreadPoolExecutor(min(workers, len(starts))) as pool:
+            return [c for chunk in pool.map(run, starts) for c in chunk]

@@ -7,10 +7,12 @@ linearly interpolated norm; ``barycentric`` (Sinkhorn) moves a_i to n (P B)_i.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import torch
 
-from otpc.couplings import Coupling
+from otpc.couplings import Coupling, PathKind
 
 
 def t_grid(frames: int) -> np.ndarray:
@@ -20,8 +22,20 @@ def t_grid(frames: int) -> np.ndarray:
     return np.linspace(0.0, 1.0, frames)
 
 
+def _orthogonal_unit(u: torch.Tensor) -> torch.Tensor:
+    """A unit vector orthogonal to each unit row of ``u`` (..., d): the basis vector on which
+    ``u`` is smallest, with its ``u`` component removed."""
+    e = torch.zeros_like(u).scatter_(-1, u.abs().argmin(dim=-1, keepdim=True), 1.0)
+    p = e - (e * u).sum(-1, keepdim=True) * u
+    return p / p.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
 def _slerp_rows(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Row-wise slerp of directions with linear norm; a, b (..., n, d), t (K,)."""
+    """Row-wise slerp of directions with linear norm; a, b (..., n, d), t (K,).
+
+    Parallel rows move straight; opposite rows (no unique arc) turn through a fixed
+    orthogonal direction, so the norm is interpolated linearly in every case (d >= 2).
+    """
     na = a.norm(dim=-1, keepdim=True)
     nb = b.norm(dim=-1, keepdim=True)
     ua = a / na.clamp_min(1e-12)
@@ -35,6 +49,10 @@ def _slerp_rows(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tens
     wa = torch.where(small, 1 - tt, torch.sin((1 - tt) * theta) / safe_sin)
     wb = torch.where(small, tt, torch.sin(tt * theta) / safe_sin)
     direction = wa * ua + wb * ub
+    opposite = small & (cos < 0)
+    if opposite.any():
+        turned = torch.cos(tt * theta) * ua + torch.sin(tt * theta) * _orthogonal_unit(ua)
+        direction = torch.where(opposite, turned, direction)
     direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return direction * ((1 - tt) * na + tt * nb)
 
@@ -45,6 +63,10 @@ def interpolate(a: torch.Tensor, target: torch.Tensor, ts: np.ndarray | torch.Te
 
     ``a`` and ``target`` may carry leading batch dimensions (P, n, d) for many paths at once.
     """
+    if a.shape != target.shape:
+        raise ValueError(f"path ends differ in shape: {tuple(a.shape)} and {tuple(target.shape)}")
+    if kind not in get_args(PathKind):
+        raise ValueError(f"unknown path kind {kind!r}; known: {', '.join(get_args(PathKind))}")
     t = torch.as_tensor(np.asarray(ts), dtype=a.dtype, device=a.device)
     if kind == "slerp":
         frames = _slerp_rows(a, target, t)

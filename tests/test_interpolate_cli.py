@@ -1,0 +1,105 @@
+"""``otpc interpolate`` end to end with the offline tiny model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import ot
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from otpc.cli import main
+from otpc.embeddings import encode
+from otpc.perceptual import load_lpips, path_length, step_distances
+
+PROMPTS = ("a bowl of ripe peaches", "two cats asleep on a sofa")
+METHODS = ("clip", "ot", "random")
+FRAMES = 3
+GAP = 2  # the white gap otpc.images puts between frames and rows
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
+    out = tmp_path_factory.mktemp("interp") / "out"
+    result = CliRunner().invoke(main, ["interpolate", *PROMPTS, "--methods", ",".join(METHODS),
+                                       "--frames", str(FRAMES), "--steps", "2", "--batch-size", "4",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return result, out
+
+
+def printed(result: Result) -> dict[str, dict[str, float]]:
+    """{method: {cost, ppl, ppl_norm}} from the command's report lines."""
+    rows = re.findall(r"^\s*(\w+): cost (\S+)\s+ppl (\S+)\s+ppl_norm (\S+)$", result.stdout, re.M)
+    return {m: {"cost": float(c), "ppl": float(p), "ppl_norm": float(q)} for m, c, p, q in rows}
+
+
+def frames_of(strip_png: Path) -> np.ndarray:
+    """Split a strip back into its frames (K, H, W, 3)."""
+    image = np.asarray(Image.open(strip_png).convert("RGB"))
+    h = image.shape[0]
+    assert image.shape[1] == FRAMES * h + (FRAMES - 1) * GAP
+    return np.stack([image[:, k * (h + GAP):k * (h + GAP) + h] for k in range(FRAMES)])
+
+
+def test_writes_a_strip_and_gif_per_method_and_a_comparison(run) -> None:
+    result, out = run
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{m}.{ext}" for m in METHODS for ext in ("png", "gif")] + ["comparison.png"])
+    strips = {m: frames_of(out / f"{m}.png") for m in METHODS}
+    h = strips["clip"].shape[1]
+    comparison = np.asarray(Image.open(out / "comparison.png").convert("RGB"))
+    assert comparison.shape[0] == len(METHODS) * h + (len(METHODS) - 1) * GAP
+    for i, m in enumerate(METHODS):
+        row = comparison[i * (h + GAP):i * (h + GAP) + h]
+        np.testing.assert_array_equal(row, np.asarray(Image.open(out / f"{m}.png").convert("RGB")))
+        gif = Image.open(out / f"{m}.gif")
+        assert gif.n_frames == 2 * FRAMES - 2  # forward, then back without repeating the ends
+    # every path starts on A's image and (row invariance) ends on B's image
+    for m in METHODS[1:]:
+        np.testing.assert_array_equal(strips[m][0], strips["clip"][0])
+        assert np.abs(strips[m][-1].astype(int) - strips["clip"][-1]).max() <= 1
+    assert not np.array_equal(strips["random"][1], strips["clip"][1])  # the middles differ
+
+
+def test_prints_cost_and_ppl_of_each_path(run, tiny_pipe) -> None:
+    result, out = run
+    report = printed(result)
+    assert list(report) == list(METHODS)
+    ea, eb = encode(tiny_pipe, list(PROMPTS))
+    a, b = ea.embeds.double().numpy(), eb.embeds.double().numpy()
+    w = np.full(len(a), 1.0 / len(a))
+    w2 = ot.emd2(w, w, ot.dist(a, b))
+    assert report["ot"]["cost"] == pytest.approx(w2, abs=1e-4)
+    assert report["clip"]["cost"] == pytest.approx(np.mean(np.sum((a - b) ** 2, axis=1)), abs=1e-4)
+    assert report["ot"]["cost"] < report["clip"]["cost"] < report["random"]["cost"]
+    metric = load_lpips("alex")
+    for m in METHODS:
+        ppl, ppl_norm = path_length(step_distances(metric, frames_of(out / f"{m}.png")))
+        assert report[m]["ppl"] == pytest.approx(ppl, abs=2e-5)
+        assert report[m]["ppl_norm"] == pytest.approx(ppl_norm, rel=1e-3, abs=2e-5)
+    assert "random weights" in result.stdout
+
+
+def test_shows_a_rendering_progress_bar(run) -> None:
+    result, _ = run
+    frames = len(METHODS) * FRAMES
+    assert f"render {frames} frames" in result.stderr
+    assert "100%" in result.stderr and "step" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["", "a cat"], "PROMPT_A': prompt_a is an empty prompt"),
+    (["a cat", "   "], "PROMPT_B': prompt_b is an empty prompt"),
+    (["a cat", "a dog", "--frames", "1"], "'--frames': 1 is not in the range x>=2"),
+    (["a cat", "a dog", "--methods", "clip,bogus"], "unknown method(s) 'bogus'"),
+    (["a cat", "a dog", "--methods", ","], "no method given"),
+])
+def test_bad_arguments_name_the_problem(tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["interpolate", *args, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "o").exists()
