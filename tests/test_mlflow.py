@@ -1,0 +1,236 @@
+"""MLflow tracking against a real `mlflow server` and the default SQLite store.
+
+One throw-away project: a baseline `dvc repro`, then two `dvc exp run` that differ only in
+`score.net` (one in a temporary copy, one in the workspace), all logged to a tracking server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from tests.project import env, make_project, ran_stages, run
+from tests.servers import free_port, mlflow_server
+
+pytestmark = pytest.mark.slow
+STAGES = ["sample", "embed", "couple", "render", "score", "aggregate"]
+EXPERIMENT = "otpc-demo"
+RESULT_FILES = {"summary.json", "ppl_by_group.csv", "fig_ppl_cost.png", "fig_strips.png"}
+
+
+def tracked(uri: str | None, **extra: str) -> dict[str, str]:
+    """The subprocess environment, logging to ``uri`` (None: the project's default store)."""
+    e = env() | extra
+    e.pop("MLFLOW_TRACKING_URI", None)
+    if uri:
+        e["MLFLOW_TRACKING_URI"] = uri
+    return e
+
+
+def runs(uri: str) -> list:
+    """Every run of the study's experiment at ``uri``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return [] if experiment is None else client.search_runs([experiment.experiment_id])
+
+
+def run_for(uri: str, exp_name: str):
+    """The one run tagged with DVC experiment ``exp_name``."""
+    found = [r for r in runs(uri) if r.data.tags.get("dvc_experiment") == exp_name]
+    assert len(found) == 1, [r.data.tags.get("dvc_experiment") for r in runs(uri)]
+    return found[0]
+
+
+def git(project: Path, *args: str) -> str:
+    return run(["git", *args], project).stdout
+
+
+def exp_file(project: Path, exp_name: str, path: str) -> str:
+    """``path`` as committed in DVC experiment ``exp_name``."""
+    refs = git(project, "for-each-ref", "--format=%(refname)", "refs/exps").split()
+    ref = next(r for r in refs if r.endswith(f"/{exp_name}"))
+    return git(project, "show", f"{ref}:{path}")
+
+
+@dataclass
+class Study:
+    project: Path
+    uri: str
+    baseline: str
+    run_counts: list[int]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory, server: str) -> Study:
+    project = make_project(tmp_path_factory.mktemp("mlflow") / "study")
+    e = tracked(server)
+    counts = []
+    assert ran_stages(run(["dvc", "repro"], project, env=e).stdout) == STAGES
+    counts.append(len(runs(server)))
+    temp = run(["dvc", "exp", "run", "--temp", "-n", "net-squeeze", "-S", "score.net=squeeze"],
+               project, env=e)
+    assert ran_stages(temp.stdout) == ["score", "aggregate"]
+    counts.append(len(runs(server)))
+    workspace = run(["dvc", "exp", "run", "-n", "net-vgg", "-S", "score.net=vgg"], project, env=e)
+    assert ran_stages(workspace.stdout) == ["score", "aggregate"]
+    counts.append(len(runs(server)))
+    assert ran_stages(run(["dvc", "repro"], project, env=e).stdout) == []
+    counts.append(len(runs(server)))
+    return Study(project, server, git(project, "rev-parse", "HEAD").strip(), counts)
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def logged_frames(images: Path) -> dict[str, set[int]]:
+    """Image key -> steps, from the files `mlflow.log_image(key=, step=)` writes."""
+    out: dict[str, set[int]] = {}
+    for f in images.iterdir():
+        m = re.fullmatch(r"(.+)\+step\+(\d+)\+timestamp\+.+(?<!compressed)\.png", f.name)
+        if m:
+            out.setdefault(m[1], set()).add(int(m[2]))
+    return out
+
+
+def assert_complete(uri: str, run, lock: dict, summary: dict, dest: Path) -> None:
+    """Every metric, table, strip, frame, figure and tag of ``run`` matches the study's files."""
+    import mlflow
+
+    from otpc.tracking import metric_key, stage_hash
+
+    tags, metrics = run.data.tags, run.data.metrics
+    assert {t: tags[f"dvc.stage.{t}"] for t in STAGES} == {
+        t: stage_hash(lock["stages"][t]) for t in STAGES}
+    for method, groups in summary["methods"].items():
+        for group, stats in groups.items():
+            for name in ("ppl_mean", "ppl_median", "cost_mean", "cost_median",
+                         "ppl_ci_low", "ppl_ci_high", "cost_ci_low", "cost_ci_high"):
+                if stats[name] is not None:
+                    assert metrics[metric_key(name, method, group)] == pytest.approx(stats[name])
+    for name in ("ppl_ci_low", "ppl_ci_high", "cost_ci_low", "cost_ci_high"):
+        assert f"{name}/ot/all" in metrics and f"{name}/clip/all" in metrics
+    assert set(summary["paired"]) == {"ot_vs_clip", "ot_vs_random"}
+    for comparison, groups in summary["paired"].items():
+        for group, stats in groups.items():
+            for name, value in stats.items():
+                if value is not None:
+                    assert metrics[metric_key(comparison, name, group)] == pytest.approx(value)
+    assert "ot_vs_random/share_smoother/all" in metrics
+
+    root = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, tracking_uri=uri,
+                                                    dst_path=str(dest)))
+    assert {p.name for p in (root / "results").iterdir()} == RESULT_FILES
+    assert json.loads((root / "results/summary.json").read_text()) == summary
+    assert yaml.safe_load((root / "dvc.lock").read_text()) == lock
+    outs = {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
+    for table in ("couplings.parquet", "scores.parquet"):
+        assert md5(root / "tables" / table) == outs[f"outputs/{table}"]
+    path_ids = set(pl.read_parquet(root / "tables/scores.parquet")["path_id"].to_list())
+    assert len(path_ids) >= 15
+    assert {p.name for p in (root / "strips").iterdir()} == (
+        {f"{p}.png" for p in path_ids} | {f"{p}.gif" for p in path_ids})
+    frames = lock["stages"]["render"]["params"]["params.yaml"]["render"]["frames"]
+    assert logged_frames(root / "images") == {p: set(range(frames)) for p in path_ids}
+
+
+def test_each_pipeline_run_with_new_results_makes_exactly_one_run(study: Study) -> None:
+    """repro, exp run --temp, exp run: one run each; a repro with nothing to do adds none."""
+    assert study.run_counts == [1, 2, 3, 3]
+
+
+def test_two_experiments_differ_only_in_the_changed_param(study: Study) -> None:
+    squeeze, vgg = run_for(study.uri, "net-squeeze"), run_for(study.uri, "net-vgg")
+    assert (squeeze.info.run_name, vgg.info.run_name) == ("net-squeeze", "net-vgg")
+    params = yaml.safe_load(exp_file(study.project, "net-vgg", "params.yaml"))
+    dotted = {f"{section}.{key}" for section, values in params.items()
+              if isinstance(values, dict) for key in values} | {"study"}
+    assert set(squeeze.data.params) == set(vgg.data.params) == dotted
+    differ = {k for k in dotted if squeeze.data.params[k] != vgg.data.params[k]}
+    assert differ == {"score.net"}
+    assert (squeeze.data.params["score.net"], vgg.data.params["score.net"]) == ("squeeze", "vgg")
+    assert squeeze.data.metrics["ppl_mean/ot/all"] != vgg.data.metrics["ppl_mean/ot/all"]
+    assert squeeze.data.metrics["cost_mean/ot/all"] == vgg.data.metrics["cost_mean/ot/all"]
+
+
+@pytest.mark.parametrize("exp_name", ["net-squeeze", "net-vgg"])
+def test_experiment_run_is_complete(study: Study, exp_name: str, tmp_path: Path) -> None:
+    run_ = run_for(study.uri, exp_name)
+    assert run_.info.status == "FINISHED"
+    assert run_.data.tags["git_commit"] == study.baseline
+    lock = yaml.safe_load(exp_file(study.project, exp_name, "dvc.lock"))
+    summary = json.loads(exp_file(study.project, exp_name, "metrics/summary.json"))
+    assert_complete(study.uri, run_, lock, summary, dest=tmp_path)
+
+
+def test_temp_experiment_lands_in_the_projects_default_store(study: Study, tmp_path: Path) -> None:
+    """Without MLFLOW_TRACKING_URI, a `--temp` run logs to <project>/mlflow.db, not the copy."""
+    proc = run(["dvc", "exp", "run", "--temp", "-n", "seed-one", "-S", "aggregate.seed=1"],
+               study.project, env=tracked(None))
+    assert ran_stages(proc.stdout) == ["aggregate"]
+    uri = f"sqlite:///{study.project / 'mlflow.db'}"
+    (run_,) = runs(uri)
+    assert run_.data.tags["dvc_experiment"] == "seed-one"
+    assert run_.info.artifact_uri.startswith((study.project / "mlartifacts").as_uri())
+    lock = yaml.safe_load(exp_file(study.project, "seed-one", "dvc.lock"))
+    summary = json.loads(exp_file(study.project, "seed-one", "metrics/summary.json"))
+    assert_complete(uri, run_, lock, summary, dest=tmp_path)
+    assert len(runs(study.uri)) == 3
+
+
+def crashed_attempt(uri: str, project: Path) -> str:
+    """A FAILED run with the results' hash tag, as an interrupted upload leaves behind."""
+    from mlflow import MlflowClient
+
+    from otpc.params import load_params
+    from otpc.tracking import RESULTS_TAG, results_hash
+
+    client = MlflowClient(tracking_uri=uri)
+    digest = results_hash(load_params(project / "params.yaml"), project / "metrics/summary.json")
+    run_ = client.create_run(client.create_experiment(EXPERIMENT), tags={RESULTS_TAG: digest})
+    client.set_terminated(run_.info.run_id, status="FAILED")
+    return run_.info.run_id
+
+
+def test_unreachable_server_keeps_results_and_otpc_log_logs_them_once(
+        study: Study, tmp_path: Path) -> None:
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    e = tracked(uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+    proc = run(["dvc", "exp", "run", "-n", "offline", "-S", "aggregate.seed=2"], study.project, env=e)
+    assert ran_stages(proc.stdout) == ["aggregate"]
+    assert f"could not log to {uri}" in proc.stdout + proc.stderr
+    lock = yaml.safe_load((study.project / "dvc.lock").read_text())
+    assert lock["stages"]["aggregate"]["params"]["params.yaml"]["aggregate"]["seed"] == 2
+    assert lock == yaml.safe_load(exp_file(study.project, "offline", "dvc.lock"))
+    summary = json.loads((study.project / "metrics/summary.json").read_text())
+
+    with mlflow_server(tmp_path / "server", port=port):
+        crashed = crashed_attempt(uri, study.project)
+        logged = [run(["otpc", "log", "--exp-name", "offline"], study.project, env=e)
+                  for _ in range(2)]
+        ids = [re.search(r"mlflow: run (\w+)", p.stdout)[1] for p in logged]
+        assert ids[0] == ids[1] != crashed
+        (run_,) = [r for r in runs(uri) if r.info.run_id != crashed]
+        assert run_.info.run_id == ids[0]
+        assert run_.info.status == "FINISHED"
+        assert run_.data.tags["dvc_experiment"] == "offline"
+        assert run_.data.params["aggregate.seed"] == "2"
+        assert_complete(uri, run_, lock, summary, dest=tmp_path / "artifacts")
+
