@@ -11,6 +11,7 @@ work in a temporary copy, land in the same store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from typing import Any
 
 import polars as pl
 import yaml
+from filelock import FileLock
 
 from otpc.params import Params, flatten
 from otpc.project import project_root
@@ -130,11 +132,27 @@ def log_study(params: Params, workdir: Path, metrics_dir: Path, outputs: dict[st
     If a finished run with the same params and results exists, returns that one instead.
     ``exp_name`` (default ``DVC_EXP_NAME``) names the DVC experiment the results belong to.
     """
+    uri = tracking_uri()
+    with _store_lock(uri):
+        return _log_study(uri, params, workdir, metrics_dir, outputs,
+                          exp_name or os.environ.get("DVC_EXP_NAME"))
+
+
+def _store_lock(uri: str) -> contextlib.AbstractContextManager:
+    """A SQLite store is one file: writers (parallel `dvc queue` workers) take turns, which
+    also makes the duplicate check and the new run one step. Servers handle their own."""
+    if not uri.startswith(SQLITE):
+        return contextlib.nullcontext()
+    path = project_root() / ".otpc_cache" / "mlflow.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path))
+
+
+def _log_study(uri: str, params: Params, workdir: Path, metrics_dir: Path,
+               outputs: dict[str, Path], exp_name: str | None) -> str:
     import mlflow
 
-    uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    exp_name = exp_name or os.environ.get("DVC_EXP_NAME")
     summary_path = metrics_dir / "summary.json"
     summary = json.loads(summary_path.read_text())
     digest = results_hash(params, summary_path)

@@ -1,0 +1,52 @@
+"""Two experiments at once (`dvc queue start -j 2`) share one render cache and one MLflow
+store: both finish, both are logged as separate runs, nothing in the cache is corrupt."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from otpc.frame_cache import read_png
+from tests.project import make_project, run
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for_queue(project: Path, timeout: float = 900) -> str:
+    """Poll `dvc queue status` until no task is queued or running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        time.sleep(3)
+    raise AssertionError(f"queue did not finish:\n{status}")
+
+
+def test_two_queued_experiments_run_concurrently(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "study")
+    for guidance in ("5.0", "9.0"):
+        run(["dvc", "exp", "run", "--queue", "-S", f"render.guidance={guidance}"], project)
+    run(["dvc", "queue", "start", "-j", "2"], project)
+    try:
+        status = wait_for_queue(project)
+    finally:
+        run(["dvc", "queue", "stop", "--kill"], project, check=False)
+    assert status.count("Success") == 2, status
+    assert "Failed" not in status, status
+
+    with sqlite3.connect(project / "mlflow.db") as db:
+        runs = db.execute("select run_uuid from runs").fetchall()
+        guidance = {row[0] for row in db.execute(
+            "select value from params where key = 'render.guidance'")}
+    assert len(runs) == 2
+    assert guidance == {"5.0", "9.0"}
+
+    frames = list((project / ".otpc_cache/frames").rglob("*.png"))
+    assert frames
+    for frame in frames:
+        read_png(frame)  # raises on any damaged entry
+    assert not [p for p in (project / ".otpc_cache").rglob("*.tmp")]
