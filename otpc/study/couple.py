@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from otpc import embeddings
 from otpc.atomic import write_with
-from otpc.couplings import METHODS, Coupling, couple, derive_seed
+from otpc.couplings import METHODS, Coupling, couple_many, derive_seed
 from otpc.params import CoupleParams
 from otpc.study.embed import load_index
 
@@ -27,21 +27,29 @@ def replicates(params: CoupleParams, method: str) -> int:
     return params.random_replicates if METHODS[method].stochastic else 1
 
 
-def couple_pairs(pairs_path: Path, emb_dir: Path, params: CoupleParams, out: Path) -> pl.DataFrame:
-    """Couple every pair with every method in ``params``; write the table to ``out``."""
-    pairs = pl.read_parquet(pairs_path)
+def couple_pairs(pairs_path: Path, emb_dir: Path, params: CoupleParams, out: Path,
+                 block: int = 512) -> pl.DataFrame:
+    """Couple every pair with every method in ``params``; write the table to ``out``.
+
+    Pairs are coupled ``block`` at a time with ``couple_many`` (memory bounded by a block).
+    """
+    pairs = pl.read_parquet(pairs_path).select("pair_id", "prompt_a", "prompt_b")
     index = load_index(emb_dir)
     rows = []
-    for pid, a_text, b_text in tqdm(pairs.select("pair_id", "prompt_a", "prompt_b").iter_rows(),
-                                    total=len(pairs), desc="couple", unit="pair"):
-        a = embeddings.load(emb_dir, index[a_text]).embeds.double().numpy()
-        b = embeddings.load(emb_dir, index[b_text]).embeds.double().numpy()
+    bar = tqdm(total=len(pairs), desc="couple", unit="pair")
+    for start in range(0, len(pairs), block):
+        chunk = pairs.slice(start, block)
+        ids = chunk["pair_id"].to_list()
+        a, b = (np.stack([embeddings.load(emb_dir, index[t]).embeds.double().numpy()
+                          for t in chunk[col].to_list()]) for col in ("prompt_a", "prompt_b"))
         for method in params.methods:
             for r in range(replicates(params, method)):
-                seed = derive_seed(params.seed, pid, method, r)
-                c = couple(a, b, method, seed=seed, sinkhorn_reg=params.sinkhorn_reg)
-                rows.append(_row(pid, r, c))
-    table = pl.DataFrame(rows, schema=SCHEMA)
+                seeds = [derive_seed(params.seed, pid, method, r) for pid in ids]
+                found = couple_many(a, b, method, seeds, sinkhorn_reg=params.sinkhorn_reg)
+                rows += [_row(pid, r, c) for pid, c in zip(ids, found)]
+        bar.update(len(chunk))
+    bar.close()
+    table = pl.DataFrame(rows, schema=SCHEMA).sort("pair_id", "method", "replicate")
     write_with(out, table.write_parquet)
     return table
 
