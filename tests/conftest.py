@@ -23,3 +23,14 @@ def tiny_pipe():
     from otpc.models import ModelSpec, load_pipeline
 
     return load_pipeline(ModelSpec("tiny"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: the tiny model is far faster so on a small, shared CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

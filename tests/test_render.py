@@ -23,13 +23,7 @@ STEPS = 3
 PROMPTS = ["a red cat on a mat", "a blue dog in the park", "a city at night", "two apples"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model is far faster single-threaded on a small, shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ STEPS = 2
 BASE = RenderSettings(steps=STEPS, guidance=7.5, batch_size=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model is far faster single-threaded on a small, shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
