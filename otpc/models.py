@@ -148,9 +148,10 @@ def load_pipeline(spec: ModelSpec):  # -> diffusers.DiffusionPipeline
     res = resolve(spec)
     local = Path(res.source).is_dir()
     try:
-        folder = res.source if local else DiffusionPipeline.download(res.source,
-                                                                     revision=res.revision)
-        pipe = DiffusionPipeline.from_pretrained(folder, dtype=res.dtype,
+        # safetensors only: weights are never unpickled.
+        folder = res.source if local else DiffusionPipeline.download(
+            res.source, revision=res.revision, use_safetensors=True)
+        pipe = DiffusionPipeline.from_pretrained(folder, dtype=res.dtype, use_safetensors=True,
                                                  **_no_safety_checker(folder))
     except (OSError, ValueError) as err:
         what = f"{res.source!r} (revision {res.revision})"

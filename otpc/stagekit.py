@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from otpc.pairs import InputError
-from otpc.params import Params, ParamsError, load_params
+from otpc.params import ParamsError, load_params
 
 params_option = click.option("--params", "params_path", default="params.yaml", show_default=True,
                              type=click.Path(dir_okay=False, path_type=Path),
@@ -30,9 +30,3 @@ def stage(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     return wrapper
 
-
-def get_params(params_path: Path) -> Params:
-    try:
-        return load_params(params_path)
-    except ParamsError as err:
-        raise click.ClickException(str(err)) from err
