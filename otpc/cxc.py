@@ -27,7 +27,7 @@ import polars as pl
 
 from otpc.atomic import atomic_path
 from otpc.models import otpc_home
-from otpc.pairs import InputError
+from otpc.errors import InputError
 from otpc.params import DataParams
 
 CAPTIONS_URL = "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"

@@ -15,6 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from otpc.atomic import write_with
+from otpc.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,6 @@ def load(folder: Path, key: str) -> PromptEmbedding:
             meta = fh.metadata()
             tensors = {name: fh.get_tensor(name) for name in fh.keys()}
     except (FileNotFoundError, SafetensorError, OSError) as err:
-        raise ValueError(f"{path}: missing or unreadable embedding ({err}); re-run `embed`") from err
+        raise InputError(f"{path}: missing or unreadable embedding ({err}); re-run `embed`") from err
     return PromptEmbedding(meta["prompt"], tensors["embeds"], int(meta["n_tokens"]),
                            meta["truncated"] == "True", tensors.get("pooled"))

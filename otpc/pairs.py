@@ -15,13 +15,10 @@ import numpy as np
 import polars as pl
 
 from otpc.couplings import derive_seed
+from otpc.errors import InputError
 
 PAIR_SCHEMA = {"pair_id": pl.String, "prompt_a": pl.String, "prompt_b": pl.String,
                "score": pl.Float64, "group": pl.String}
-
-
-class InputError(ValueError):
-    """Bad input data; the message names the file, row or key."""
 
 
 def pair_id_for(a: str, b: str) -> str:

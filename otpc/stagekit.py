@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from otpc.pairs import InputError
+from otpc.errors import InputError
 from otpc.params import ParamsError, load_params
 
 params_option = click.option("--params", "params_path", default="params.yaml", show_default=True,

@@ -13,7 +13,8 @@ import pytest
 
 from otpc.cxc import (CAPTIONS_URL, cached_captions_path, cxc_pair_id, download,
                       read_cxc_pairs, read_sts, sentid)
-from otpc.pairs import InputError, sample_groups
+from otpc.errors import InputError
+from otpc.pairs import sample_groups
 from otpc.params import DataParams
 from otpc.study.sample import sample
 

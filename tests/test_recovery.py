@@ -107,3 +107,15 @@ def test_truncated_files_are_never_read_as_valid(project: Path) -> None:
     proc = run(RENDER, project, check=False)
     assert proc.returncode != 0
     assert emb.name in proc.stderr and "re-run `embed`" in proc.stderr
+
+
+def test_damaged_score_cache_entry_is_reported_and_rescored(project: Path) -> None:
+    if not (project / "outputs/scores.parquet").exists():
+        run(RENDER, project)
+        run(SCORE, project)
+    before = pl.read_parquet(project / "outputs/scores.parquet")
+    entry = sorted(entries(project / ".otpc_cache/scores", "*.json"))[0]
+    entry.write_text(entry.read_text()[:20])
+    proc = run(SCORE, project)
+    assert "corrupt score cache entry" in proc.stderr and entry.name in proc.stderr
+    assert pl.read_parquet(project / "outputs/scores.parquet").equals(before)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,23 @@ from otpc.perceptual import load_lpips, path_length, step_distances
 from otpc.study.render import INDEX
 
 SCORE_CACHE = Path(".otpc_cache/scores")
+log = logging.getLogger(__name__)
 
 
-def _cached_steps(path: Path) -> list[float] | None:
+def _cached_steps(path: Path, expected: int) -> list[float] | None:
+    """A path's cached LPIPS steps; a damaged entry is reported and scored again."""
     try:
-        return json.loads(path.read_text())["steps"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        steps = json.loads(path.read_text())["steps"]
+    except FileNotFoundError:
         return None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        log.warning("corrupt score cache entry %s (%s), scoring it again", path, err)
+        return None
+    if len(steps) != expected:
+        log.warning("score cache entry %s has %d steps, expected %d; scoring it again",
+                    path, len(steps), expected)
+        return None
+    return steps
 
 
 def score_paths(render_dir: Path, pairs_path: Path, couplings_path: Path, params: ScoreParams,
@@ -42,7 +53,7 @@ def score_paths(render_dir: Path, pairs_path: Path, couplings_path: Path, params
                                   unit="path"):
         keys, files = group["key"].to_list(), group["file"].to_list()
         entry = cache_dir / (hashlib.sha256((tag + "".join(keys)).encode()).hexdigest()[:32] + ".json")
-        steps = _cached_steps(entry)
+        steps = _cached_steps(entry, len(keys) - 1)
         if steps is None:
             frames = np.stack([read_png(render_dir / f) for f in files])
             steps = step_distances(metric, frames, params.batch_size).tolist()
