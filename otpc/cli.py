@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from otpc.couplings import METHODS, couple, derive_seed
 from otpc.params import ParamsError, load_params
+from otpc.study import layout
 
 
 @click.group()
@@ -153,12 +154,11 @@ def log_cmd(params_path: Path, exp_name: str | None) -> None:
         params = load_params(params_path)
     except ParamsError as err:
         raise click.ClickException(str(err)) from err
-    outputs = {"pairs": Path("outputs/pairs.parquet"), "couplings": Path("outputs/couplings.parquet"),
-               "scores": Path("outputs/scores.parquet"), "render": Path("outputs/render")}
-    if not Path("metrics/summary.json").exists():
+    outputs = layout.logged_outputs()
+    if not (layout.METRICS / "summary.json").exists():
         raise click.ClickException("metrics/summary.json not found: run `dvc repro` first")
     try:
-        run_id = log_study(params, Path.cwd(), Path("metrics"), outputs, exp_name)
+        run_id = log_study(params, Path.cwd(), layout.METRICS, outputs, exp_name)
     except Exception as err:  # noqa: BLE001 - report any tracking failure with its URI
         raise click.ClickException(f"could not log to {tracking_uri()}: {err}") from err
     click.echo(f"mlflow: run {run_id} in experiment {params.study!r} at {tracking_uri()}")

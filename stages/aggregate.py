@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from otpc.study import layout
 from otpc.stagekit import params_option, stage
 from otpc.study.aggregate import aggregate
 from otpc.tracking import log_or_explain
@@ -11,11 +12,11 @@ from otpc.tracking import log_or_explain
 
 @click.command()
 @params_option
-@click.option("--scores", type=click.Path(path_type=Path), default="outputs/scores.parquet")
-@click.option("--pairs", type=click.Path(path_type=Path), default="outputs/pairs.parquet")
-@click.option("--couplings", type=click.Path(path_type=Path), default="outputs/couplings.parquet")
-@click.option("--render", "render_dir", type=click.Path(path_type=Path), default="outputs/render")
-@click.option("--metrics", "metrics_dir", type=click.Path(path_type=Path), default="metrics")
+@click.option("--scores", type=click.Path(path_type=Path), default=layout.SCORES)
+@click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
+@click.option("--couplings", type=click.Path(path_type=Path), default=layout.COUPLINGS)
+@click.option("--render", "render_dir", type=click.Path(path_type=Path), default=layout.RENDER)
+@click.option("--metrics", "metrics_dir", type=click.Path(path_type=Path), default=layout.METRICS)
 @stage
 def main(params, scores: Path, pairs: Path, couplings: Path, render_dir: Path,
          metrics_dir: Path) -> None:
@@ -24,7 +25,7 @@ def main(params, scores: Path, pairs: Path, couplings: Path, render_dir: Path,
         click.echo(f"aggregate: NOTE {note}")
     click.echo(f"aggregate: {summary['n_pairs']} pairs -> {metrics_dir}")
     log_or_explain(params, Path.cwd(), metrics_dir,
-                   {"pairs": pairs, "couplings": couplings, "scores": scores, "render": render_dir})
+                   layout.logged_outputs(pairs, couplings, scores, render_dir))
 
 
 if __name__ == "__main__":

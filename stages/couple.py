@@ -4,15 +4,16 @@ from pathlib import Path
 
 import click
 
+from otpc.study import layout
 from otpc.stagekit import params_option, stage
 from otpc.study.couple import couple_pairs
 
 
 @click.command()
 @params_option
-@click.option("--pairs", type=click.Path(path_type=Path), default="outputs/pairs.parquet")
-@click.option("--embeddings", type=click.Path(path_type=Path), default="outputs/embeddings")
-@click.option("--out", type=click.Path(path_type=Path), default="outputs/couplings.parquet")
+@click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
+@click.option("--embeddings", type=click.Path(path_type=Path), default=layout.EMBEDDINGS)
+@click.option("--out", type=click.Path(path_type=Path), default=layout.COUPLINGS)
 @stage
 def main(params, pairs: Path, embeddings: Path, out: Path) -> None:
     table = couple_pairs(pairs, embeddings, params.couple, out)

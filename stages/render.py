@@ -6,16 +6,17 @@ import click
 
 from otpc.models import ModelSpec
 from otpc.project import shared_path
+from otpc.study import layout
 from otpc.stagekit import params_option, stage
 from otpc.study.render import render_study
 
 
 @click.command()
 @params_option
-@click.option("--pairs", type=click.Path(path_type=Path), default="outputs/pairs.parquet")
-@click.option("--embeddings", type=click.Path(path_type=Path), default="outputs/embeddings")
-@click.option("--couplings", type=click.Path(path_type=Path), default="outputs/couplings.parquet")
-@click.option("--out", type=click.Path(path_type=Path), default="outputs/render")
+@click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
+@click.option("--embeddings", type=click.Path(path_type=Path), default=layout.EMBEDDINGS)
+@click.option("--couplings", type=click.Path(path_type=Path), default=layout.COUPLINGS)
+@click.option("--out", type=click.Path(path_type=Path), default=layout.RENDER)
 @stage
 def main(params, pairs: Path, embeddings: Path, couplings: Path, out: Path) -> None:
     render_params = params.render.model_copy(

@@ -4,13 +4,14 @@ from pathlib import Path
 
 import click
 
+from otpc.study import layout
 from otpc.stagekit import params_option, stage
 from otpc.study.sample import sample
 
 
 @click.command()
 @params_option
-@click.option("--out", type=click.Path(path_type=Path), default="outputs/pairs.parquet")
+@click.option("--out", type=click.Path(path_type=Path), default=layout.PAIRS)
 @stage
 def main(params, out: Path) -> None:
     table = sample(params.data, out)

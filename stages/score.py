@@ -5,16 +5,17 @@ from pathlib import Path
 import click
 
 from otpc.project import shared_path
+from otpc.study import layout
 from otpc.stagekit import params_option, stage
 from otpc.study.score import score_paths
 
 
 @click.command()
 @params_option
-@click.option("--render", "render_dir", type=click.Path(path_type=Path), default="outputs/render")
-@click.option("--pairs", type=click.Path(path_type=Path), default="outputs/pairs.parquet")
-@click.option("--couplings", type=click.Path(path_type=Path), default="outputs/couplings.parquet")
-@click.option("--out", type=click.Path(path_type=Path), default="outputs/scores.parquet")
+@click.option("--render", "render_dir", type=click.Path(path_type=Path), default=layout.RENDER)
+@click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
+@click.option("--couplings", type=click.Path(path_type=Path), default=layout.COUPLINGS)
+@click.option("--out", type=click.Path(path_type=Path), default=layout.SCORES)
 @stage
 def main(params, render_dir: Path, pairs: Path, couplings: Path, out: Path) -> None:
     table = score_paths(render_dir, pairs, couplings, params.score, out,
