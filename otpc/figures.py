@@ -59,9 +59,11 @@ def strips_figure(rows: Sequence[tuple[str, str, dict[str, np.ndarray]]], path: 
                   note: str = "") -> None:
     """For each (title, group, {method: strip image}), one block of rows, one per method."""
     n_rows = sum(len(strips) for _, _, strips in rows)
-    first = next(iter(rows[0][2].values()))
-    aspect = first.shape[1] / first.shape[0]
-    fig, axes = plt.subplots(n_rows, 1, figsize=(min(16, 1.1 * aspect + 2), 1.25 * n_rows + 0.6),
+    height, width = next(iter(rows[0][2].values())).shape[:2]
+    dpi, max_width_in, label_in = 100, 16.0, 1.2
+    scale = min(1.0, (max_width_in - label_in) * dpi / width)  # never upscale the frames
+    row_in = height * scale / dpi + 0.3
+    fig, axes = plt.subplots(n_rows, 1, figsize=(width * scale / dpi + label_in, row_in * n_rows + 0.6),
                              squeeze=False)
     i = 0
     for title, group, strips in rows:
@@ -77,4 +79,4 @@ def strips_figure(rows: Sequence[tuple[str, str, dict[str, np.ndarray]]], path: 
     fig.suptitle("Interpolation paths A -> B, one row per coupling" + (f"\n{note}" if note else ""),
                  fontsize=10)
     fig.tight_layout()
-    _save(fig, path, dpi=80)
+    _save(fig, path, dpi=dpi)
