@@ -8,6 +8,8 @@ that was actually loaded, so a moving branch such as ``main`` never reuses stale
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 from dataclasses import dataclass, replace
@@ -69,11 +71,26 @@ class Resolved:
     device: torch.device
     dtype: torch.dtype
     random_weights: bool
+    stamp: str | None = None
 
     @property
     def fingerprint(self) -> str:
-        """Identifies the weights for caching: source, revision and dtype."""
-        return f"{self.source}@{self.revision}:{self.dtype}"
+        """Identifies what decides the pixels: source, revision (or, for a local folder, a
+        stamp of its files), dtype and device type (fp16 CUDA and fp32 CPU frames differ)."""
+        label = Path(self.source).name if self.stamp else self.source  # no machine paths
+        return f"{label}@{self.revision}#{self.stamp}:{self.dtype}:{self.device.type}"
+
+
+def folder_stamp(folder: Path) -> str:
+    """A content hash of a local diffusers folder (seconds for SD 1.5's weights), so that
+    re-exported weights at the same path never reuse frames of the old ones, and the same
+    model gives the same cache keys on every machine."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(folder).as_posix()}\n".encode())
+        with open(path, "rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    return h.hexdigest()[:16]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -113,7 +130,8 @@ def resolve(spec: ModelSpec) -> Resolved:
         dtype = torch.float16
     else:
         dtype = torch.float32
-    return Resolved(source, revision, device, dtype, random_weights)
+    stamp = folder_stamp(Path(source)) if Path(source).is_dir() else None
+    return Resolved(source, revision, device, dtype, random_weights, stamp)
 
 
 def _offline() -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import polars as pl
 from otpc.couplings import derive_seed
 from otpc.errors import InputError
 
+SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 PAIR_SCHEMA = {"pair_id": pl.String, "prompt_a": pl.String, "prompt_b": pl.String,
                "score": pl.Float64, "group": pl.String}
 
@@ -81,6 +83,9 @@ def read_csv_pairs(path: Path, prompt_a: str, prompt_b: str, score: str,
         if math.isnan(s) or math.isinf(s):
             raise InputError(f"{path}: line {line}: column {score!r} is {s}")
         pid = rec[id_column] if id_column else pair_id_for(a, b)
+        if not SAFE_ID.fullmatch(pid or ""):
+            raise InputError(f"{path}: line {line}: column {id_column!r} must be a non-empty id "
+                             f"of letters, digits, '.', '_' or '-' (it names files), got {pid!r}")
         rows.append({"pair_id": pid, "prompt_a": a, "prompt_b": b, "score": s, "line": line})
     if not rows:
         raise InputError(f"{path}: no pairs")

@@ -14,6 +14,7 @@ Their images carry no meaning: every result made with them says it comes from ra
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -169,12 +170,17 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-sdxl": build_tiny_sdxl_pipeline}
 
 
+def _builder_hash() -> str:
+    """A hash of this file: editing a builder gives a new folder, never a stale model."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
+
+
 def tiny_model_dir(root: Path | None = None, kind: str = "tiny") -> Path:
     """The ``kind`` tiny pipeline's folder, built once (atomically) under otpc's cache."""
     if kind not in BUILDERS:
         raise ValueError(f"unknown tiny model {kind!r}; choose one of {sorted(BUILDERS)}")
     base = root or otpc_home()
-    folder = base / "models" / f"{kind}-v{TINY_VERSION}"
+    folder = base / "models" / f"{kind}-v{TINY_VERSION}-{_builder_hash()}"
     if (folder / "OTPC_TINY.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,16 @@ def test_bad_csv_names_file_and_row(workdir: Path, content: str, expected: str) 
     assert not (workdir / "out").exists()
 
 
+@pytest.mark.parametrize("pair_id", ["", "a/b"])
+def test_unsafe_pair_ids_name_the_line(workdir: Path, pair_id: str) -> None:
+    (workdir / "pairs.csv").write_text(f"id,caption1,caption2,rating\nok,A dog.,A cat.,1\n{pair_id},A,B,2\n")
+    edit_params(workdir / "params.yaml", data={"path": "pairs.csv", "id_column": "id"})
+    result = invoke(sample_main, "--out", "pairs.parquet")
+    assert result.exit_code == 1
+    assert "pairs.csv: line 3: column 'id' must be a non-empty id" in result.output
+    assert not (workdir / "pairs.parquet").exists()
+
+
 def test_undecodable_bytes_name_the_line(workdir: Path) -> None:
     (workdir / "pairs.csv").write_bytes(b"caption1,caption2,rating\nA dog.,A cat.,1\nA \xff.,B,2\n")
     edit_params(workdir / "params.yaml", data={"path": "pairs.csv"})

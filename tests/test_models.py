@@ -62,7 +62,7 @@ def test_cached_hub_model_loads_offline_at_its_commit(offline_hf: tuple[Path, di
     kind, revision, fingerprint = offline_hf[1]["cached"]
     assert kind == "StableDiffusionPipeline"
     assert revision == COMMIT  # 'main' resolved to the commit actually loaded
-    assert fingerprint == f"otpc-test/tiny-sd2@{COMMIT}:torch.float32"
+    assert fingerprint == f"otpc-test/tiny-sd2@{COMMIT}#None:torch.float32:cpu"
 
 
 def test_uncached_model_offline_says_which_and_how_to_fetch(offline_hf: tuple[Path, dict]) -> None:
@@ -147,3 +147,17 @@ def test_sd2_shaped_model_renders_like_its_pipeline() -> None:
     ref = pipe(prompt_embeds=emb.embeds[None], latents=latents.clone(), output_type="np",
                num_inference_steps=settings.steps, guidance_scale=settings.guidance).images
     assert np.abs(ours - ref.astype(np.float64) * 255).max() <= 0.51
+
+
+def test_local_folder_fingerprint_follows_its_files(tiny_pipe, tmp_path) -> None:
+    """Re-exported weights at the same path must not reuse frames rendered from the old ones."""
+    folder = tmp_path / "model"
+    tiny_pipe.save_pretrained(folder)
+    before = resolve(ModelSpec(str(folder))).fingerprint
+    assert resolve(ModelSpec(str(folder))).fingerprint == before
+    copy = tmp_path / "elsewhere" / "model"
+    shutil.copytree(folder, copy)
+    assert resolve(ModelSpec(str(copy))).fingerprint == before  # same files, any path
+    config = folder / "scheduler/scheduler_config.json"
+    config.write_text(config.read_text().replace('"steps_offset": 1', '"steps_offset": 0'))
+    assert resolve(ModelSpec(str(folder))).fingerprint != before

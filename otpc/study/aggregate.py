@@ -14,6 +14,7 @@ from otpc.pairs import group_labels
 from otpc.params import Params
 from otpc.stats import ALL, method_group_table, paired, per_pair
 
+RANDOM_WEIGHTS = "images come from a model with random weights"
 SUMMARY, TABLE_CSV, FIG_PPL, FIG_STRIPS = ("summary.json", "ppl_by_group.csv",
                                            "fig_ppl_cost.png", "fig_strips.png")
 
@@ -24,7 +25,7 @@ def provenance(scores: pl.DataFrame) -> dict[str, object]:
     metric = scores["metric"][0]
     notes = []
     if random_weights:
-        notes.append("images come from a model with random weights")
+        notes.append(RANDOM_WEIGHTS)
     if metric.endswith("untrained"):
         notes.append("LPIPS uses an untrained backbone (ImageNet weights not in the torch cache)")
     return {"random_weights": random_weights, "lpips": metric, "notes": notes}
@@ -49,14 +50,15 @@ def aggregate(scores_path: Path, pairs_path: Path, render_dir: Path, params: Par
                     for m in methods},
         "paired": comparisons,
     }
-    note = "; ".join(prov["notes"])
+    note = "\n".join(([RANDOM_NOTE] if prov["random_weights"] else [])
+                     + [n for n in prov["notes"] if n != RANDOM_WEIGHTS])
+    by_group = table.filter(pl.col("group") != ALL)
     write_json(metrics_dir / SUMMARY, summary)
-    write_with(metrics_dir / TABLE_CSV,
-               table.filter(pl.col("group") != ALL).write_csv)
-    ppl_cost_figure(table.filter(pl.col("group") != ALL), groups, metrics_dir / FIG_PPL,
-                    RANDOM_NOTE if prov["random_weights"] else note)
+    write_with(metrics_dir / TABLE_CSV, by_group.with_columns(
+        pl.concat_str("method", "group", separator=" ").alias("series")).write_csv)
+    ppl_cost_figure(by_group, groups, metrics_dir / FIG_PPL, note)
     strips_figure(_example_strips(scores, pairs_path, render_dir, groups, agg.strip_pairs),
-                  metrics_dir / FIG_STRIPS, RANDOM_NOTE if prov["random_weights"] else note)
+                  metrics_dir / FIG_STRIPS, note)
     return summary
 
 
