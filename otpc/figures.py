@@ -32,7 +32,7 @@ def ppl_cost_figure(table: pl.DataFrame, groups: Sequence[str], path: Path, note
     """Two panels: mean PPL (left) and mean coupling cost (right) per group, by method,
     with bootstrap CIs as error bars."""
     methods = table["method"].unique(maintain_order=True).to_list()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
     x = np.arange(len(groups))
     width = 0.8 / max(1, len(methods))
     for ax, metric, label in ((axes[0], "ppl", "perceptual path length (LPIPS, sum)"),
