@@ -162,3 +162,15 @@ def log_cmd(params_path: Path, exp_name: str | None) -> None:
     except Exception as err:  # noqa: BLE001 - report any tracking failure with its URI
         raise click.ClickException(f"could not log to {tracking_uri()}: {err}") from err
     click.echo(f"mlflow: run {run_id} in experiment {params.study!r} at {tracking_uri()}")
+
+
+@main.command("methods")
+def methods_cmd() -> None:
+    """List the registered coupling methods and the model presets."""
+    from otpc.models import PRESETS
+
+    for name, method in METHODS.items():
+        replicated = " (seeded replicates)" if method.stochastic else ""
+        click.echo(f"{name:>9}: {method.doc.splitlines()[0]}{replicated}")
+    for name, preset in PRESETS.items():
+        click.echo(f"{name:>9}: {preset.note}")
