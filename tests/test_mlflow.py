@@ -146,7 +146,7 @@ def assert_complete(uri: str, run, lock: dict, summary: dict, dest: Path) -> Non
     assert len(path_ids) >= 15
     assert {p.name for p in (root / "strips").iterdir()} == (
         {f"{p}.png" for p in path_ids} | {f"{p}.gif" for p in path_ids})
-    frames = lock["stages"]["render"]["params"]["params.yaml"]["render"]["frames"]
+    frames = lock["stages"]["render"]["params"]["params.yaml"]["render.frames"]
     assert logged_frames(root / "images") == {p: set(range(frames)) for p in path_ids}
 
 
