@@ -39,6 +39,7 @@ def env() -> dict[str, str]:
 
 def run(args: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
     """Run a command in ``cwd``; on failure, show its output."""
+    kw.setdefault("timeout", 900)  # a hung command fails the test instead of the whole run
     proc = subprocess.run(args, cwd=cwd, env=kw.pop("env", env()), capture_output=True,
                           text=True, **kw)
     if check and proc.returncode != 0:

@@ -4,13 +4,14 @@ store: both finish, both are logged as separate runs, nothing in the cache is co
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from otpc.frame_cache import read_png
-from tests.project import make_project, run
+from tests.project import env, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +31,14 @@ def test_two_queued_experiments_run_concurrently(tmp_path: Path) -> None:
     project = make_project(tmp_path / "study")
     for guidance in ("5.0", "9.0"):
         run(["dvc", "exp", "run", "--queue", "-S", f"render.guidance={guidance}"], project)
-    run(["dvc", "queue", "start", "-j", "2"], project)
+    # The workers outlive `dvc queue start`: give them no pipe of ours to hold open.
+    quiet = {"cwd": project, "env": env(), "stdout": subprocess.DEVNULL,
+             "stderr": subprocess.DEVNULL, "timeout": 120}
+    subprocess.run(["dvc", "queue", "start", "-j", "2"], check=True, **quiet)
     try:
         status = wait_for_queue(project)
     finally:
-        run(["dvc", "queue", "stop", "--kill"], project, check=False)
+        subprocess.run(["dvc", "queue", "stop", "--kill"], check=False, **quiet)
     assert status.count("Success") == 2, status
     assert "Failed" not in status, status
 
