@@ -63,7 +63,7 @@ def interpolate(prompt_a: str, prompt_b: str, methods: list[str], frames: int, s
     from otpc.embeddings import encode
     from otpc.images import grid, save_gif, save_png, strip
     from otpc.models import ModelSpec, load_pipeline
-    from otpc.paths import path_frames, t_grid
+    from otpc.paths import interpolate, path_frames, t_grid
     from otpc.perceptual import load_lpips, path_length, step_distances
     from otpc.render import Renderer, RenderSettings
 
@@ -84,9 +84,9 @@ def interpolate(prompt_a: str, prompt_b: str, methods: list[str], frames: int, s
                  for method in methods]
     paths = torch.cat([path_frames(a, b, c, ts).float() for c in couplings])
     pooled = None
-    if ea.pooled is not None:
-        t = torch.as_tensor(ts, dtype=torch.float32).unsqueeze(1)
-        pooled = ((1 - t) * ea.pooled + t * eb.pooled).repeat(len(methods), 1)
+    if ea.pooled is not None:  # no rows: moves linearly with the same t, as in the study
+        pooled = interpolate(ea.pooled.double(), eb.pooled.double(), ts).float()
+        pooled = pooled.repeat(len(methods), 1)
     latents = renderer.initial_latents(derive_seed(seed, "latent", prompt_a, prompt_b))
     images = _render(renderer, paths, latents, pooled)
     metric = load_lpips("alex")

@@ -57,16 +57,13 @@ def metric_key(*parts: str) -> str:
 def summary_metrics(summary: dict) -> dict[str, float]:
     """Flatten summary.json's numbers into metric name -> value (NaN dropped)."""
     out: dict[str, float] = {}
-    for method, groups in summary["methods"].items():
-        for group, stats in groups.items():
-            for name, value in stats.items():
-                if value is not None:
-                    out[metric_key(name, method, group)] = float(value)
-    for comparison, groups in summary["paired"].items():
-        for group, stats in groups.items():
-            for name, value in stats.items():
-                if value is not None:
-                    out[metric_key(comparison, name, group)] = float(value)
+    for section, key in (("methods", lambda m, n, g: metric_key(n, m, g)),
+                         ("paired", lambda c, n, g: metric_key(c, n, g))):
+        for head, groups in summary[section].items():
+            for group, stats in groups.items():
+                for name, value in stats.items():
+                    if value is not None:
+                        out[key(head, name, group)] = float(value)
     return out
 
 

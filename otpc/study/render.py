@@ -12,9 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
-import torch
 
 from otpc import embeddings
 from otpc.atomic import atomic_dir, write_with
@@ -23,7 +21,7 @@ from otpc.frame_cache import FrameCache
 from otpc.images import save_gif, save_png, strip
 from otpc.models import ModelSpec, load_pipeline
 from otpc.params import RenderParams
-from otpc.paths import path_frames, t_grid
+from otpc.paths import interpolate, path_frames, t_grid
 from otpc.render import FrameJob, Renderer, RenderSettings, render_missing
 from otpc.study.couple import coupling_from_row
 from otpc.study.embed import load_index
@@ -70,20 +68,13 @@ def plan_jobs(pairs: pl.DataFrame, couplings: pl.DataFrame, emb_dir: Path, frame
         for row in rows:
             c = coupling_from_row(row)
             path = path_frames(ea.embeds.double(), eb.embeds.double(), c, ts).float()
-            pooled = _pooled_path(ea.pooled, eb.pooled, ts)
+            # SDXL's pooled vector has no rows: it moves linearly with the same t.
+            pooled = (None if ea.pooled is None
+                      else interpolate(ea.pooled.double(), eb.pooled.double(), ts).float())
             own = range(1, last) if c.permutation is not None else range(0, frames)
             for k in own:
                 yield (Slot(pid, (row["path_id"],), k),
                        FrameJob(path[k], lseed, None if pooled is None else pooled[k]))
-
-
-def _pooled_path(a: torch.Tensor | None, b: torch.Tensor | None, ts: np.ndarray
-                 ) -> torch.Tensor | None:
-    """SDXL's pooled vector has no rows: it moves linearly with the same t."""
-    if a is None or b is None:
-        return None
-    t = torch.as_tensor(ts, dtype=torch.float64).unsqueeze(1)
-    return ((1 - t) * a.double() + t * b.double()).float()
 
 
 def render_study(pairs_path: Path, emb_dir: Path, couplings_path: Path, spec: ModelSpec,
