@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OTPC_HOME", str(Path(tempfile.gettempdir()) / "otpc-test-home"))
@@ -15,6 +16,11 @@ os.environ.setdefault("GIT_AUTHOR_NAME", "otpc tests")
 os.environ.setdefault("GIT_AUTHOR_EMAIL", "tests@otpc.invalid")
 os.environ.setdefault("GIT_COMMITTER_NAME", "otpc tests")
 os.environ.setdefault("GIT_COMMITTER_EMAIL", "tests@otpc.invalid")
+
+# Property tests draw the same examples on every run (derandomize), so a correct program
+# never fails by chance; no example database is kept between runs.
+settings.register_profile("otpc", derandomize=True, database=None, print_blob=True)
+settings.load_profile("otpc")
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -39,6 +39,7 @@ def test_path_starts_at_a_and_ends_at_b_sigma(pair, method: str, frames: int, se
 
 @settings(max_examples=80, deadline=None)
 @given(cloud_pairs(), methods, st.integers(2, 12), st.integers(0, 1000))
+@example((np.zeros((2, 1)), np.zeros((2, 1))), "ot", 2, 0)  # identical clouds (CI failure)
 def test_permutation_path_has_constant_speed_and_length_sqrt_n_cost(pair, method: str,
                                                                     frames: int, seed: int) -> None:
     """E(t) = (1-t) A + t B[sigma] moves every row straight at constant speed, so each of the
@@ -74,6 +75,20 @@ def test_slerp_ends_exact_and_norms_linear(pair, frames: int) -> None:
     norms = np.linalg.norm(path, axis=-1)
     expected = (1 - ts)[:, None] * np.linalg.norm(a, axis=-1) + ts[:, None] * np.linalg.norm(b, axis=-1)
     np.testing.assert_allclose(norms, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["clip", "ot", "slerp"])
+def test_identical_clouds_cost_exactly_zero(method: str) -> None:
+    """Coupled to itself by these methods a cloud does not move, so the cost is exactly 0,
+    not Gram-formula rounding (hypothesis once drew this: ``ot`` reported ~1e-14)."""
+    rng = np.random.default_rng(3)
+    a = rng.uniform(-10, 10, (8, 5))
+    c = couple(a, a.copy(), method, seed=1)
+    assert c.cost == 0.0
+    if method == "ot":
+        assert c.w2 == 0.0
+    many = couple_many(np.stack([a, a]), np.stack([a, a]), method, seeds=[1, 2])
+    assert [m.cost for m in many] == [0.0, 0.0]
 
 
 def test_slerp_moves_on_the_arc_and_turns_opposite_rows_continuously() -> None:
