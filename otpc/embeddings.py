@@ -1,12 +1,15 @@
 """Prompt embeddings exactly as the diffusers pipeline feeds them to the U-Net.
 
 Each distinct prompt is stored once, as ``<key>.safetensors`` named by the hash of its
-text, so an embedding written by a crashed run is either complete or absent.
+text, so an embedding written by a crashed run is either complete or absent. A file's bytes
+depend only on its content: the prompt, token count and truncation flag are one JSON string
+under one metadata key (safetensors writes several keys in a random order).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +77,8 @@ def save(folder: Path, emb: PromptEmbedding) -> Path:
     tensors = {"embeds": emb.embeds.contiguous()}
     if emb.pooled is not None:
         tensors["pooled"] = emb.pooled.contiguous()
-    meta = {"prompt": emb.prompt, "n_tokens": str(emb.n_tokens), "truncated": str(emb.truncated)}
+    meta = {"otpc": json.dumps({"prompt": emb.prompt, "n_tokens": emb.n_tokens,
+                                "truncated": emb.truncated}, sort_keys=True)}
     write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return path
 
@@ -84,9 +88,9 @@ def load(folder: Path, key: str) -> PromptEmbedding:
     path = folder / f"{key}.safetensors"
     try:
         with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata()
+            meta = json.loads((fh.metadata() or {})["otpc"])
             tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-    except (FileNotFoundError, SafetensorError, OSError) as err:
+    except (FileNotFoundError, SafetensorError, OSError, KeyError, ValueError) as err:
         raise InputError(f"{path}: missing or unreadable embedding ({err}); re-run `embed`") from err
     return PromptEmbedding(meta["prompt"], tensors["embeds"], int(meta["n_tokens"]),
-                           meta["truncated"] == "True", tensors.get("pooled"))
+                           bool(meta["truncated"]), tensors.get("pooled"))

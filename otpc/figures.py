@@ -15,17 +15,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from otpc.atomic import write_bytes  # noqa: E402
+from otpc.images import save_png  # noqa: E402
+from otpc.png import decode  # noqa: E402
 
 RANDOM_NOTE = "random weights: images and numbers demonstrate the pipeline, not the paper's claim"
 
 
 def _save(fig: plt.Figure, path: Path, dpi: int = 110) -> None:
+    """Rasterise ``fig`` and write it with otpc's PNG writer (same bytes on every machine)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight",
-                metadata={"Software": None})  # no version string: identical bytes each run
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    write_bytes(path, buf.getvalue())
+    save_png(path, decode(buf.getvalue())[0])
 
 
 def ppl_cost_figure(table: pl.DataFrame, groups: Sequence[str], path: Path, note: str = "") -> None:

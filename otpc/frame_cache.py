@@ -1,7 +1,9 @@
 """A content-addressed store of rendered frames (PNG), safe to share between runs.
 
-A frame's key hashes everything that decides its pixels. Entries are written atomically
-and verified on read: a truncated or corrupt PNG is reported, removed and rendered again.
+A frame's key hashes everything that decides its pixels. Each entry records, in a PNG text
+chunk, its key and a digest of its pixels; an entry is used only if both match, so a
+truncated or corrupt file, or another valid frame copied over it, is reported, removed and
+rendered again. Entries are written atomically.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from otpc.atomic import write_with
+from otpc import png
+from otpc.atomic import write_bytes
 
 log = logging.getLogger(__name__)
+CHUNK = "otpc-frame"  # PNG tEXt keyword: "<key> <pixel digest>"
 
 
 def frame_key(context: str, conditioning: Sequence[torch.Tensor | None], latent_seed: int) -> str:
@@ -36,14 +39,19 @@ def frame_key(context: str, conditioning: Sequence[torch.Tensor | None], latent_
     return h.hexdigest()[:32]
 
 
+def pixel_digest(image: np.ndarray) -> str:
+    """sha256 of an image's shape and pixel bytes."""
+    h = hashlib.sha256(str(image.shape).encode())
+    h.update(np.ascontiguousarray(image).tobytes())
+    return h.hexdigest()
+
+
 def read_png(path: Path) -> np.ndarray:
     """Decode a PNG fully; raises ``ValueError`` naming the file if it is damaged."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            return np.asarray(img.convert("RGB"))
-    except (OSError, SyntaxError) as err:
-        raise ValueError(f"{path}: damaged or truncated PNG ({err})") from err
+        return png.decode(path.read_bytes())[0]
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
 class FrameCache:
@@ -56,24 +64,41 @@ class FrameCache:
         """Where the frame ``key`` is stored (whether or not it exists)."""
         return self.root / key[:2] / f"{key}.png"
 
-    def has(self, key: str) -> bool:
-        """True if a valid frame is stored; a damaged entry is removed and reported."""
+    def read(self, key: str) -> tuple[bytes, np.ndarray]:
+        """The stored file and its pixels, verified; ``ValueError`` naming the file if it is
+        damaged or holds pixels other than those recorded for ``key``;
+        ``FileNotFoundError`` if absent."""
         path = self.path(key)
-        if not path.exists():
-            return False
+        data = path.read_bytes()
         try:
-            read_png(path)
+            pixels, text = png.decode(data)
         except ValueError as err:
-            log.warning("corrupt cache entry, rendering it again: %s", err)
-            path.unlink(missing_ok=True)
+            raise ValueError(f"{path}: {err}") from err
+        recorded = text.get(CHUNK, "").split()
+        if recorded[:1] != [key]:
+            raise ValueError(f"{path}: holds the frame of another key "
+                             f"({recorded[0] if recorded else 'none recorded'})")
+        if recorded[1:] != [pixel_digest(pixels)]:
+            raise ValueError(f"{path}: its pixels are not the ones recorded for its key")
+        return data, pixels
+
+    def has(self, key: str) -> bool:
+        """True if a valid frame is stored; a damaged or foreign entry is removed and reported."""
+        try:
+            self.read(key)
+        except FileNotFoundError:
+            return False
+        except ValueError as err:
+            log.warning("bad cache entry, rendering it again: %s", err)
+            self.path(key).unlink(missing_ok=True)
             return False
         return True
 
     def put(self, key: str, image: np.ndarray) -> None:
-        """Store an (H, W, 3) uint8 image; encoded into a temporary file, then renamed, so
-        an error or crash while writing leaves no entry."""
-        write_with(self.path(key), lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
+        """Store an (H, W, 3) uint8 image, written to a temporary file and renamed, so an
+        error or crash while writing leaves no entry."""
+        write_bytes(self.path(key), png.encode(image, {CHUNK: f"{key} {pixel_digest(image)}"}))
 
     def get(self, key: str) -> np.ndarray:
-        """The stored frame; ``ValueError`` if it is damaged."""
-        return read_png(self.path(key))
+        """The stored frame's pixels, verified (see ``read``)."""
+        return self.read(key)[1]

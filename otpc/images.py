@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from otpc import png
 from otpc.atomic import write_bytes
 
 
@@ -34,9 +35,8 @@ def grid(rows: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    write_bytes(path, buf.getvalue())
+    """Write ``image`` as a PNG whose bytes depend only on its pixels (``otpc.png``)."""
+    write_bytes(path, png.encode(image))
 
 
 def save_gif(path: Path, frames: Sequence[np.ndarray], ms_per_frame: int = 120) -> None:

@@ -24,7 +24,7 @@ class _Section(BaseModel):
 class ModelParams(_Section):
     name: str = "tiny"
     revision: str | None = None
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: Literal["auto", "float64", "float32", "float16", "bfloat16"] = "auto"
     device: str = "auto"
 
     @field_validator("name")

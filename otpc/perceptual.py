@@ -31,25 +31,33 @@ class Lpips:
     net: str
     pretrained_backbone: bool
     device: torch.device
+    dtype: torch.dtype
 
     @torch.no_grad()
     def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """LPIPS between image batches in [-1, 1], shape (B, 3, H, W) -> (B,)."""
-        return self.model(x.to(self.device), y.to(self.device)).flatten().float().cpu()
+        """LPIPS between image batches in [-1, 1], shape (B, 3, H, W) -> (B,) float64."""
+        x, y = (t.to(self.device, self.dtype) for t in (x, y))
+        return self.model(x, y).flatten().to("cpu", torch.float64)
 
 
 def load_lpips(net: str = "alex", device: torch.device | str = "cpu") -> Lpips:
     """LPIPS with the package's linear heads; the ImageNet backbone if it is in the torch
     hub cache (``$TORCH_HOME/hub/checkpoints``), else an untrained backbone seeded with 0
-    (the global RNG is left as it was), which the caller must report."""
+    (the global RNG is left as it was), which the caller must report.
+
+    It computes in float64 on the CPU (so that, rounded to float32, distances are the same
+    on every machine; see ``otpc.models.auto_dtype``) and in float32 on accelerators.
+    """
     import lpips
 
+    device = torch.device(device)
+    dtype = torch.float64 if device.type == "cpu" else torch.float32
     pretrained = backbone_checkpoint(net).exists()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not pretrained, verbose=False)
-    model.eval().to(device)
-    return Lpips(model, net, pretrained, torch.device(device))
+    model.eval().to(device, dtype)
+    return Lpips(model, net, pretrained, device, dtype)
 
 
 def to_lpips_input(images: np.ndarray) -> torch.Tensor:
@@ -59,12 +67,13 @@ def to_lpips_input(images: np.ndarray) -> torch.Tensor:
 
 
 def step_distances(metric: Lpips, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """d_k = LPIPS(I_k, I_{k+1}) for frames (K, H, W, 3) uint8."""
+    """d_k = LPIPS(I_k, I_{k+1}) for frames (K, H, W, 3) uint8, rounded to float32 precision
+    (returned as float64): the last bits of the computation vary between machines."""
     x = to_lpips_input(frames)
     first, second = x[:-1], x[1:]
     out = [metric.distance(first[i:i + batch_size], second[i:i + batch_size])
            for i in range(0, len(first), batch_size)]
-    return torch.cat(out).numpy().astype(np.float64)
+    return torch.cat(out).numpy().astype(np.float32).astype(np.float64)
 
 
 def path_length(distances: np.ndarray) -> tuple[float, float]:

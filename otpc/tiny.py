@@ -10,6 +10,9 @@ Three kinds, each saved as a standard diffusers folder and loaded with the same
   projection that gives the pooled vector), a ``text_time`` U-Net and the Euler scheduler.
 
 Their images carry no meaning: every result made with them says it comes from random weights.
+The weights are drawn with NumPy's PCG64 and plain arithmetic, not torch's initialisers (whose
+normal sampler rounds differently by instruction set), so a model is the same bytes on every
+machine.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from otpc.models import otpc_home
@@ -63,6 +67,28 @@ def _tokenizer(pad_token: str = "<|endoftext|>"):  # -> transformers.CLIPTokeniz
                              pad_token=pad_token, model_max_length=77)
 
 
+def _portable_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Overwrite every weight with U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (torch's default bound
+    for linear and convolution layers; embeddings get CLIP's standard deviation 0.02), drawn
+    from PCG64 in name order; normalisation layers keep their ones and zeros. Identical
+    bytes on any machine."""
+    rng = np.random.default_rng(seed)
+    norms = (torch.nn.LayerNorm, torch.nn.GroupNorm)
+    with torch.no_grad():
+        for _, module in sorted(model.named_modules(), key=lambda item: item[0]):
+            if isinstance(module, norms):
+                continue
+            weight = getattr(module, "weight", None)
+            fan_in = int(np.prod(weight.shape[1:])) if isinstance(weight, torch.nn.Parameter) \
+                and weight.dim() > 1 else None
+            for _, param in sorted(module.named_parameters(recurse=False)):
+                bound = (0.02 * np.sqrt(3.0) if isinstance(module, torch.nn.Embedding)
+                         else 1.0 / np.sqrt(fan_in or param.shape[-1]))
+                values = (2.0 * rng.random(tuple(param.shape)) - 1.0) * bound
+                param.copy_(torch.from_numpy(values))
+    return model
+
+
 def _text_config(tokenizer, hidden: int, **extra: object):  # -> transformers.CLIPTextConfig
     from transformers import CLIPTextConfig
 
@@ -77,11 +103,10 @@ def _vae(seed: int, **extra: object):  # -> diffusers.AutoencoderKL
     """A 4x-downsampling KL autoencoder with 4 latent channels."""
     from diffusers import AutoencoderKL
 
-    torch.manual_seed(seed)
-    return AutoencoderKL(
+    return _portable_init(AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        layers_per_block=1, sample_size=64, norm_num_groups=32, **extra)
+        layers_per_block=1, sample_size=64, norm_num_groups=32, **extra), seed)
 
 
 def build_tiny_pipeline(folder: Path) -> None:
@@ -90,15 +115,13 @@ def build_tiny_pipeline(folder: Path) -> None:
     from transformers import CLIPTextModel
 
     tokenizer = _tokenizer()
-    torch.manual_seed(TINY_SEED)
-    text_encoder = CLIPTextModel(_text_config(tokenizer, 32))
-    torch.manual_seed(TINY_SEED + 1)
-    unet = UNet2DConditionModel(
+    text_encoder = _portable_init(CLIPTextModel(_text_config(tokenizer, 32)), TINY_SEED)
+    unet = _portable_init(UNet2DConditionModel(
         sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-        attention_head_dim=8, norm_num_groups=32)
+        attention_head_dim=8, norm_num_groups=32), TINY_SEED + 1)
     vae = _vae(TINY_SEED + 2)
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000, skip_prk_steps=True, steps_offset=1,
@@ -115,14 +138,13 @@ def build_tiny_sd2_pipeline(folder: Path) -> None:
     from transformers import CLIPTextModel
 
     tokenizer = _tokenizer(pad_token="!")
-    torch.manual_seed(TINY_SEED + 10)
-    text_encoder = CLIPTextModel(_text_config(tokenizer, 48, hidden_act="gelu"))
-    torch.manual_seed(TINY_SEED + 11)
-    unet = UNet2DConditionModel(
+    text_encoder = _portable_init(CLIPTextModel(_text_config(tokenizer, 48, hidden_act="gelu")),
+                                  TINY_SEED + 10)
+    unet = _portable_init(UNet2DConditionModel(
         sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=48,
-        attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32)
+        attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32), TINY_SEED + 11)
     vae = _vae(TINY_SEED + 12)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False,
@@ -139,20 +161,17 @@ def build_tiny_sdxl_pipeline(folder: Path) -> None:
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     tokenizer, tokenizer_2 = _tokenizer(), _tokenizer(pad_token="!")
-    torch.manual_seed(TINY_SEED + 20)
-    text_encoder = CLIPTextModel(_text_config(tokenizer, 32))
-    torch.manual_seed(TINY_SEED + 21)
-    text_encoder_2 = CLIPTextModelWithProjection(
-        _text_config(tokenizer_2, 64, hidden_act="gelu", projection_dim=32))
-    torch.manual_seed(TINY_SEED + 22)
+    text_encoder = _portable_init(CLIPTextModel(_text_config(tokenizer, 32)), TINY_SEED + 20)
+    text_encoder_2 = _portable_init(CLIPTextModelWithProjection(
+        _text_config(tokenizer_2, 64, hidden_act="gelu", projection_dim=32)), TINY_SEED + 21)
     time_dim = 8  # six size/crop numbers, each embedded in 8 dims, plus the pooled 32
-    unet = UNet2DConditionModel(
+    unet = _portable_init(UNet2DConditionModel(
         sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=96,
         attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32,
         addition_embed_type="text_time", addition_time_embed_dim=time_dim,
-        projection_class_embeddings_input_dim=6 * time_dim + 32)
+        projection_class_embeddings_input_dim=6 * time_dim + 32), TINY_SEED + 22)
     vae = _vae(TINY_SEED + 23, scaling_factor=0.13025, force_upcast=True)
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",

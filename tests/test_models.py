@@ -62,7 +62,7 @@ def test_cached_hub_model_loads_offline_at_its_commit(offline_hf: tuple[Path, di
     kind, revision, fingerprint = offline_hf[1]["cached"]
     assert kind == "StableDiffusionPipeline"
     assert revision == COMMIT  # 'main' resolved to the commit actually loaded
-    assert fingerprint == f"otpc-test/tiny-sd2@{COMMIT}#None:torch.float32:cpu"
+    assert fingerprint == f"otpc-test/tiny-sd2@{COMMIT}#None:torch.float64:cpu"
 
 
 def test_uncached_model_offline_says_which_and_how_to_fetch(offline_hf: tuple[Path, dict]) -> None:
@@ -84,18 +84,19 @@ def test_unknown_preset_is_an_error_listing_presets() -> None:
 
 
 @pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])
-def test_presets_run_half_precision_on_cuda_only(name: str) -> None:
+def test_presets_run_half_precision_on_cuda_and_float64_on_cpu(name: str) -> None:
     cuda = resolve(ModelSpec(name, device="cuda"))
     assert (cuda.source, cuda.revision) == (PRESETS[name].repo, "main")
     assert cuda.dtype == torch.float16 and not cuda.random_weights
-    assert resolve(ModelSpec(name, device="cpu")).dtype == torch.float32
+    assert resolve(ModelSpec(name, device="cpu")).dtype == torch.float64
     assert resolve(ModelSpec(name, device="mps")).dtype == torch.float32
+    assert resolve(ModelSpec(name, dtype="float32", device="cpu")).dtype == torch.float32
     pinned = resolve(ModelSpec(name, revision="abc123", dtype="bfloat16", device="cuda"))
     assert (pinned.revision, pinned.dtype) == ("abc123", torch.bfloat16)
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-sd2", "tiny-sdxl"])
-def test_tiny_models_are_local_float32_random_weights(name: str) -> None:
+def test_tiny_models_are_local_float32_on_cuda_random_weights(name: str) -> None:
     res = resolve(ModelSpec(name, device="cuda"))
     assert res.dtype == torch.float32 and res.random_weights
     assert (Path(res.source) / "model_index.json").is_file()
@@ -144,7 +145,7 @@ def test_sd2_shaped_model_renders_like_its_pipeline() -> None:
     latents = renderer.initial_latents(5)
     ours = renderer.render_batch(emb.embeds[None], latents).astype(np.float64)
     assert isinstance(pipe, StableDiffusionPipeline)
-    ref = pipe(prompt_embeds=emb.embeds[None], latents=latents.clone(), output_type="np",
+    ref = pipe(prompt_embeds=emb.embeds[None], latents=latents.to(pipe.unet.dtype), output_type="np",
                num_inference_steps=settings.steps, guidance_scale=settings.guidance).images
     assert np.abs(ours - ref.astype(np.float64) * 255).max() <= 0.51
 

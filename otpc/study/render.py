@@ -7,7 +7,6 @@ image for every permutation coupling (row invariance) and are rendered once per 
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,9 +102,10 @@ def render_study(pairs_path: Path, emb_dir: Path, couplings_path: Path, spec: Mo
         for path_id, group in index.group_by("path_id", maintain_order=True):
             frames = []
             for key, file in group.select("key", "file").iter_rows():
+                data, pixels = cache.read(key)  # verified: the pixels recorded for the key
                 (tmp / file).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(cache.path(key), tmp / file)
-                frames.append(cache.get(key))
+                (tmp / file).write_bytes(data)
+                frames.append(pixels)
             save_png(tmp / "strips" / f"{path_id[0]}.png", strip(frames))
             save_gif(tmp / "strips" / f"{path_id[0]}.gif", frames)
         index = index.with_columns(pl.lit(renderer.res.random_weights).alias("random_weights"))

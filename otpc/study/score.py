@@ -1,7 +1,8 @@
 """Step 5: LPIPS between consecutive frames; per path the PPL and its normalised form.
 
-Each path's distances are cached by the keys of its frames and the metric, so a killed run
-resumes where it stopped.
+Each path's distances are cached under a hash of the metric and of its frame files' bytes:
+a score is reused only for exactly the images it was computed on, and a killed run resumes
+where it stopped.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 from tqdm.auto import tqdm
 
 from otpc.atomic import write_json, write_with
-from otpc.frame_cache import read_png
+from otpc import png
 from otpc.params import ScoreParams
 from otpc.perceptual import load_lpips, path_length, step_distances
 from otpc.study.render import INDEX
@@ -41,21 +43,39 @@ def _cached_steps(path: Path, expected: int) -> list[float] | None:
     return steps
 
 
+def _entry(cache_dir: Path, metric_id: str, blobs: list[bytes]) -> Path:
+    """The cache file of a path's distances: a hash of the metric and of every frame file."""
+    h = hashlib.sha256(metric_id.encode())
+    for blob in blobs:
+        h.update(hashlib.sha256(blob).digest())
+    return cache_dir / f"{h.hexdigest()[:32]}.json"
+
+
+def _decode(path: Path, blob: bytes) -> np.ndarray:
+    try:
+        return png.decode(blob)[0]
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
 def score_paths(render_dir: Path, pairs_path: Path, couplings_path: Path, params: ScoreParams,
-                out: Path, cache_dir: Path = SCORE_CACHE) -> pl.DataFrame:
+                out: Path, cache_dir: Path = SCORE_CACHE,
+                device: torch.device | str = "cpu") -> pl.DataFrame:
     """Score every rendered path; write one row per path to ``out`` (parquet)."""
     index = pl.read_parquet(render_dir / INDEX)
-    metric = load_lpips(params.net)
+    metric = load_lpips(params.net, device)
     tag = f"lpips-{params.net}-{'imagenet' if metric.pretrained_backbone else 'untrained'}"
+    metric_id = f"{tag}:{metric.dtype}"
     rows = []
     paths = index.sort("path_id", "k").group_by("path_id", maintain_order=True)
     for (path_id,), group in tqdm(paths, total=index["path_id"].n_unique(), desc="score",
                                   unit="path"):
-        keys, files = group["key"].to_list(), group["file"].to_list()
-        entry = cache_dir / (hashlib.sha256((tag + "".join(keys)).encode()).hexdigest()[:32] + ".json")
-        steps = _cached_steps(entry, len(keys) - 1)
+        files = [render_dir / f for f in group["file"].to_list()]
+        blobs = [f.read_bytes() for f in files]
+        entry = _entry(cache_dir, metric_id, blobs)
+        steps = _cached_steps(entry, len(files) - 1)
         if steps is None:
-            frames = np.stack([read_png(render_dir / f) for f in files])
+            frames = np.stack([_decode(f, blob) for f, blob in zip(files, blobs)])
             steps = step_distances(metric, frames, params.batch_size).tolist()
             write_json(entry, {"path_id": path_id, "metric": tag, "steps": steps})
         ppl, ppl_norm = path_length(np.asarray(steps))
