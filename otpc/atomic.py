@@ -1,12 +1,15 @@
 """Atomic file writes: write to a temporary sibling, fsync, then rename into place.
 
 A reader never sees a half-written file: either the old content, the new content, or
-nothing. Every file otpc writes goes through here.
+nothing. Every file otpc writes goes through here. Temporary names carry the writer's
+process id (``.<name>.<pid>.<random>.tmp``); those of writers that are gone (killed) are
+removed by the next write of the same name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -18,6 +21,29 @@ from typing import Any
 FILE_MODE, DIR_MODE = 0o644, 0o755
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _temporary(target: Path) -> str:
+    """The prefix of ``target``'s temporary names for this process, after removing the
+    temporaries that dead writers left beside it."""
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid = stale.name[len(target.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+    return f".{target.name}.{os.getpid()}."
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
@@ -26,7 +52,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -77,7 +103,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; on success it replaces ``path`` whole."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temporary(target), suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         os.chmod(tmp, DIR_MODE)  # mkdtemp creates 0700

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import tempfile
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from otpc.couplings import METHODS, couple, derive_seed
+from otpc.pairs import is_blank, shorten
 from otpc.params import ParamsError, load_params
 from otpc.study import layout
 
@@ -32,7 +34,7 @@ def _methods(ctx: click.Context, param: click.Parameter, value: str) -> list[str
 
 
 def _prompt(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if not value.strip():
+    if is_blank(value):
         raise click.BadParameter(f"{param.name} is an empty prompt")
     return value
 
@@ -51,15 +53,46 @@ def _prompt(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--guidance", default=7.5, show_default=True, type=click.FloatRange(min=0))
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--sinkhorn-reg", default=0.05, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the images; written whole at the end.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists and is not empty.")
 def interpolate(prompt_a: str, prompt_b: str, methods: list[str], frames: int, seed: int,
                 model: str, steps: int, guidance: float, batch_size: int, sinkhorn_reg: float,
-                out: Path) -> None:
+                out: Path, overwrite: bool) -> None:
     """Render the path from PROMPT_A to PROMPT_B under each coupling method.
 
     Writes METHOD.png (the frames side by side) and METHOD.gif for each method, and
     comparison.png with one row per method; prints each path's coupling cost and PPL.
     """
+    _check_out(out, overwrite)
+    try:
+        _interpolate(prompt_a, prompt_b, methods, frames, seed, model, steps, guidance,
+                     batch_size, sinkhorn_reg, out)
+    except OSError as err:
+        from otpc.stagekit import os_error_message
+
+        raise click.ClickException(os_error_message(err)) from err
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Before any work: ``out`` is new, empty or may be replaced, and its parent is writable."""
+    if out.exists() and not out.is_dir():
+        raise click.BadParameter(f"{out} exists and is not a folder", param_hint="--out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise click.BadParameter(f"{out} exists and is not empty; pass --overwrite to replace it",
+                                 param_hint="--out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.check.").cleanup()
+    except OSError as err:
+        raise click.BadParameter(f"cannot write to {out}: {err.strerror or err}",
+                                 param_hint="--out") from None
+
+
+def _interpolate(prompt_a: str, prompt_b: str, methods: list[str], frames: int, seed: int,
+                 model: str, steps: int, guidance: float, batch_size: int, sinkhorn_reg: float,
+                 out: Path) -> None:
+    from otpc.atomic import atomic_dir
     from otpc.embeddings import encode
     from otpc.images import grid, save_gif, save_png, strip
     from otpc.models import ModelSpec, load_pipeline
@@ -75,7 +108,8 @@ def interpolate(prompt_a: str, prompt_b: str, methods: list[str], frames: int, s
     ea, eb = encode(pipe, [prompt_a, prompt_b])
     for e in (ea, eb):
         if e.truncated:
-            click.echo(f"note: prompt truncated to the tokenizer's limit: {e.prompt!r}")
+            click.echo(f"note: prompt truncated to the tokenizer's limit ({e.n_tokens} tokens): "
+                       f"{shorten(e.prompt)!r}")
     if pipe.otpc_resolved.random_weights:
         click.echo("note: model has random weights; images carry no meaning")
     ts = t_grid(frames)
@@ -93,14 +127,15 @@ def interpolate(prompt_a: str, prompt_b: str, methods: list[str], frames: int, s
     if not metric.pretrained_backbone:
         click.echo("note: LPIPS backbone is untrained (ImageNet weights not in the torch cache)")
     rows = []
-    for method, c, path_images in zip(methods, couplings, np.split(images, len(methods))):
-        ppl, ppl_norm = path_length(step_distances(metric, path_images))
-        row = strip(list(path_images))
-        save_png(out / f"{method}.png", row)
-        save_gif(out / f"{method}.gif", list(path_images))
-        rows.append(row)
-        click.echo(f"{method:>9}: cost {c.cost:.4f}  ppl {ppl:.5f}  ppl_norm {ppl_norm:.5f}")
-    save_png(out / "comparison.png", grid(rows))
+    with atomic_dir(out) as tmp:
+        for method, c, path_images in zip(methods, couplings, np.split(images, len(methods))):
+            ppl, ppl_norm = path_length(step_distances(metric, path_images))
+            row = strip(list(path_images))
+            save_png(tmp / f"{method}.png", row)
+            save_gif(tmp / f"{method}.gif", list(path_images))
+            rows.append(row)
+            click.echo(f"{method:>9}: cost {c.cost:.4f}  ppl {ppl:.5f}  ppl_norm {ppl_norm:.5f}")
+        save_png(tmp / "comparison.png", grid(rows))
     click.echo(f"wrote {out}/comparison.png (rows: {', '.join(methods)})")
 
 
@@ -133,9 +168,16 @@ def _render(renderer, paths: torch.Tensor, latents: torch.Tensor, pooled: torch.
 @click.option("--params", "params_path", default="params.yaml", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path))
 def check(params_path: Path) -> None:
-    """Validate the study's params file and report every problem."""
+    """Validate the study's params file and report every problem.
+
+    Besides the schema it reads the model's configuration files (not its weights) to check
+    render sizes and steps, and checks the device, data files and caches on this machine:
+    the same checks every stage runs before it does any work.
+    """
+    from otpc.stagekit import checked_params
+
     try:
-        load_params(params_path)
+        checked_params(params_path)
     except ParamsError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"{params_path}: ok")

@@ -28,6 +28,7 @@ import polars as pl
 from otpc.atomic import atomic_path
 from otpc.models import otpc_home
 from otpc.errors import InputError
+from otpc.pairs import is_blank
 from otpc.params import DataParams
 
 CAPTIONS_URL = "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"
@@ -155,6 +156,7 @@ def read_sts(path: Path, sampling_method: str) -> pl.DataFrame:
     unknown = sorted(set(df["sampling_method"].to_list()) - set(SAMPLING_METHODS))
     if unknown:
         raise InputError(f"{path}: unknown sampling_method value(s) {unknown}")
+    df = df.with_row_index("line", offset=2).with_columns(pl.col("line").cast(pl.Int64))
     if sampling_method != "both":
         df = df.filter(pl.col("sampling_method") == sampling_method)
     if df.is_empty():
@@ -170,12 +172,12 @@ def read_cxc_pairs(data: DataParams, folder: Path = CXC_DIR) -> pl.DataFrame:
     """
     path = folder / f"sts_{data.split}.csv"
     sts = read_sts(path, data.sampling_method)
-    rows: dict[str, tuple[str, str, float]] = {}
-    for a, b, score in sts.select("caption1", "caption2", "agg_score").iter_rows():
+    rows: dict[str, tuple[str, str, float, int]] = {}
+    for a, b, score, line in sts.select("caption1", "caption2", "agg_score", "line").iter_rows():
         if score is None:
-            raise InputError(f"{path}: pair ({a}, {b}) has no numeric agg_score")
-        rows.setdefault(cxc_pair_id(a, b), (a, b, score))
-    ids = {sentid(c): c for a, b, _ in rows.values() for c in (a, b)}
+            raise InputError(f"{path}: line {line}: pair ({a}, {b}) has no numeric agg_score")
+        rows.setdefault(cxc_pair_id(a, b), (a, b, score, line))
+    ids = {sentid(c): c for a, b, _, _ in rows.values() for c in (a, b)}
     source = captions_file(data)
     text = load_captions(source, set(ids))
     absent = sorted(ids.keys() - text.keys())
@@ -184,11 +186,11 @@ def read_cxc_pairs(data: DataParams, folder: Path = CXC_DIR) -> pl.DataFrame:
         raise InputError(f"{source}: {len(absent)} caption id(s) of {path} not found: {shown}"
                          f"{', ...' if len(absent) > 5 else ''}; is it Karpathy's "
                          f"{CAPTIONS_MEMBER}?")
-    empty = [ids[i] for i in sorted(ids) if not text[i]]
+    empty = [ids[i] for i in sorted(ids) if is_blank(text[i])]
     if empty:
         raise InputError(f"{source}: caption {empty[0]} is empty")
     return pl.DataFrame(
         [{"pair_id": pid, "prompt_a": text[sentid(a)], "prompt_b": text[sentid(b)],
-          "score": score} for pid, (a, b, score) in rows.items()],
+          "score": score, "line": line} for pid, (a, b, score, line) in rows.items()],
         schema={"pair_id": pl.String, "prompt_a": pl.String, "prompt_b": pl.String,
-                "score": pl.Float64})
+                "score": pl.Float64, "line": pl.Int64})

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from otpc.atomic import write_with
 from otpc.errors import InputError
+from otpc.quiet import quiet_libraries
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,11 @@ def token_count(pipe, prompt: str) -> tuple[int, bool]:
 def encode(pipe, prompts: list[str]) -> list[PromptEmbedding]:
     """Encode ``prompts`` with the pipeline's own ``encode_prompt`` (no CFG, one image)."""
     device = pipe.otpc_resolved.device
-    out = encode_batch(pipe, prompts, device)
+    with quiet_libraries():  # the pipeline would print the text a long prompt loses
+        out = encode_batch(pipe, prompts, device)
+        counts = [token_count(pipe, prompt) for prompt in prompts]
     result = []
-    for i, prompt in enumerate(prompts):
-        n, truncated = token_count(pipe, prompt)
+    for i, (prompt, (n, truncated)) in enumerate(zip(prompts, counts)):
         pooled = out[1][i].float().cpu() if out[1] is not None else None
         result.append(PromptEmbedding(prompt, out[0][i].float().cpu(), n, truncated, pooled))
     return result

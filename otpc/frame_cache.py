@@ -46,14 +46,6 @@ def pixel_digest(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def read_png(path: Path) -> np.ndarray:
-    """Decode a PNG fully; raises ``ValueError`` naming the file if it is damaged."""
-    try:
-        return png.decode(path.read_bytes())[0]
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
-
-
 class FrameCache:
     """Frames stored as ``root/ab/abcdef....png``."""
 
@@ -70,10 +62,7 @@ class FrameCache:
         ``FileNotFoundError`` if absent."""
         path = self.path(key)
         data = path.read_bytes()
-        try:
-            pixels, text = png.decode(data)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from err
+        pixels, text = png.decode(data, path)
         recorded = text.get(CHUNK, "").split()
         if recorded[:1] != [key]:
             raise ValueError(f"{path}: holds the frame of another key "

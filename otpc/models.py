@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from otpc.quiet import quiet_libraries
 
 @dataclass(frozen=True)
 class Preset:
@@ -119,24 +120,50 @@ def auto_dtype(device: torch.device, preset: Preset | None) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def resolve(spec: ModelSpec) -> Resolved:
-    """Turn a spec into a source folder or hub id, device and dtype."""
-    device = pick_device(spec.device)
+def _source(spec: ModelSpec) -> tuple[str, str | None, bool]:
+    """(local folder or hub id, revision, random weights) of a spec."""
     preset = PRESETS.get(spec.name)
     if preset is not None and preset.repo is None:
         from otpc.tiny import tiny_model_dir
 
-        source, revision, random_weights = str(tiny_model_dir(kind=spec.name)), None, True
-    elif preset is not None:
-        source, revision, random_weights = preset.repo, spec.revision or preset.revision, False
-    elif Path(spec.name).is_dir():
-        source, revision = str(Path(spec.name).resolve()), None
-        random_weights = (Path(spec.name) / "OTPC_TINY.json").exists()
-    elif "/" in spec.name:
-        source, revision, random_weights = spec.name, spec.revision, False
-    else:
-        raise ValueError(f"model {spec.name!r} is not a preset ({', '.join(PRESETS)}), "
-                         "a hub id (owner/name) or an existing local folder")
+        return str(tiny_model_dir(kind=spec.name)), None, True
+    if preset is not None:
+        return preset.repo, spec.revision or preset.revision, False
+    if Path(spec.name).is_dir():
+        folder = Path(spec.name).resolve()
+        if not (folder / "model_index.json").is_file():
+            raise ValueError(f"{spec.name!r} is a folder but not a diffusers pipeline (it has no "
+                             "model_index.json); save one with pipe.save_pretrained(folder)")
+        return str(folder), None, (folder / "OTPC_TINY.json").exists()
+    if "/" in spec.name:
+        return spec.name, spec.revision, False
+    raise ValueError(f"model {spec.name!r} is not a preset ({', '.join(PRESETS)}), "
+                     "a hub id (owner/name) or an existing local folder")
+
+
+def config_folder(spec: ModelSpec) -> Path:
+    """A folder with the model's configuration files (no weights): the local folder, or the
+    hub snapshot's JSON files, fetched into (or, offline, found in) the Hugging Face cache.
+    ``RuntimeError`` with the command that fetches the model if they cannot be had."""
+    source, revision, _ = _source(spec)
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, revision=revision, allow_patterns=["*.json"]))
+    except Exception as err:  # noqa: BLE001 - offline, unknown repo, network: all say how to fetch
+        res = Resolved(source, revision, torch.device("cpu"), torch.float32, False)
+        where = "is not in the cache (offline)" if _offline() else "could not be fetched"
+        raise RuntimeError(f"model {source!r} (revision {revision}) {where}: "
+                           f"{type(err).__name__}\n{fetch_hint(res)}") from err
+
+
+def resolve(spec: ModelSpec) -> Resolved:
+    """Turn a spec into a source folder or hub id, device and dtype."""
+    device = pick_device(spec.device)
+    preset = PRESETS.get(spec.name)
+    source, revision, random_weights = _source(spec)
     dtype = DTYPES[spec.dtype] if spec.dtype != "auto" else auto_dtype(device, preset)
     stamp = folder_stamp(Path(source)) if Path(source).is_dir() else None
     return Resolved(source, revision, device, dtype, random_weights, stamp)
@@ -177,8 +204,9 @@ def load_pipeline(spec: ModelSpec):  # -> diffusers.DiffusionPipeline
         # safetensors only: weights are never unpickled.
         folder = res.source if local else DiffusionPipeline.download(
             res.source, revision=res.revision, use_safetensors=True)
-        pipe = DiffusionPipeline.from_pretrained(folder, dtype=res.dtype, use_safetensors=True,
-                                                 **_no_safety_checker(folder))
+        with quiet_libraries():
+            pipe = DiffusionPipeline.from_pretrained(folder, dtype=res.dtype, use_safetensors=True,
+                                                     **_no_safety_checker(folder))
     except (OSError, ValueError) as err:
         what = f"{res.source!r} (revision {res.revision})"
         hint = (f"Hugging Face offline mode is on and model {what} is not in the cache"

@@ -6,10 +6,13 @@ Pair ids come from the pair's content, so seeds derived from them do not depend 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import math
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,50 +51,85 @@ def assign_group(score: float, bins: Sequence[float]) -> str | None:
     return labels[i] if 0 <= i < len(labels) else None
 
 
+def is_blank(text: str | None) -> bool:
+    """True if ``text`` shows nothing: empty, or only spaces, control and format characters
+    (zero-width space, joiners, BOM) and combining marks."""
+    return text is None or all(unicodedata.category(ch)[0] in "CZM" for ch in text)
+
+
+def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of each CSV record; a record may span lines (quoted newlines)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise InputError(f"{path}: line {start}: not readable as CSV ({err})") from None
+        if fields:  # blank lines are skipped
+            yield start, fields
+        start = reader.line_num + 1
+
+
 def read_csv_pairs(path: Path, prompt_a: str, prompt_b: str, score: str,
                    id_column: str | None = None) -> pl.DataFrame:
-    """Read and validate a CSV of prompt pairs; errors name the file, column and row."""
+    """Read and validate a CSV of prompt pairs; errors name the file, line and column.
+
+    Returns ``pair_id, prompt_a, prompt_b, score, line`` (the line where each record starts).
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError as err:
         raise InputError(f"{path}: file not found") from err
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[:err.start].count(b"\n") + 1
         raise InputError(f"{path}: line {line} is not valid UTF-8 ({err.reason})") from err
-    try:
-        df = pl.read_csv(text.encode(), infer_schema=False)
-    except pl.exceptions.PolarsError as err:
-        raise InputError(f"{path}: not a readable CSV ({err})") from err
+    records = _records(path, text)
+    header_line, header = next(records, (1, []))
+    if not header:
+        raise InputError(f"{path}: empty file (expected a header line)")
     wanted = [c for c in (prompt_a, prompt_b, score, id_column) if c]
-    missing = [c for c in wanted if c not in df.columns]
+    missing = [c for c in wanted if c not in header]
     if missing:
-        raise InputError(f"{path}: missing column(s) {missing}; columns are {df.columns}")
+        raise InputError(f"{path}: missing column(s) {missing}; columns are {header}")
+    column = {name: header.index(name) for name in wanted}
     rows = []
-    for i, rec in enumerate(df.select(wanted).iter_rows(named=True)):
-        line = i + 2  # 1-based, after the header
+    for line, fields in records:
+        if len(fields) != len(header):
+            raise InputError(f"{path}: line {line}: {len(fields)} field(s), but the header "
+                             f"(line {header_line}) has {len(header)}")
+        rec = {name: fields[i] for name, i in column.items()}
         a, b = rec[prompt_a], rec[prompt_b]
         for col, val in ((prompt_a, a), (prompt_b, b)):
-            if val is None or not val.strip():
+            if is_blank(val):
                 raise InputError(f"{path}: line {line}: column {col!r} is an empty prompt")
         try:
             s = float(rec[score])
-        except (TypeError, ValueError):
+        except ValueError:
             raise InputError(f"{path}: line {line}: column {score!r} is not a number: "
-                             f"{rec[score]!r}") from None
+                             f"{shorten(rec[score])!r}") from None
         if math.isnan(s) or math.isinf(s):
             raise InputError(f"{path}: line {line}: column {score!r} is {s}")
         pid = rec[id_column] if id_column else pair_id_for(a, b)
         if not SAFE_ID.fullmatch(pid or ""):
             raise InputError(f"{path}: line {line}: column {id_column!r} must be a non-empty id "
-                             f"of letters, digits, '.', '_' or '-' (it names files), got {pid!r}")
+                             f"of letters, digits, '.', '_' or '-' (it names files), got "
+                             f"{shorten(pid)!r}")
         rows.append({"pair_id": pid, "prompt_a": a, "prompt_b": b, "score": s, "line": line})
     if not rows:
         raise InputError(f"{path}: no pairs")
     out = pl.DataFrame(rows)
     check_unique_ids(out, path)
-    return out.drop("line")
+    return out
+
+
+def shorten(text: str, width: int = 60) -> str:
+    """``text`` cut to ``width`` characters for messages (a prompt may be very long)."""
+    return text if len(text) <= width else f"{text[:width - 3]}..."
 
 
 def check_unique_ids(df: pl.DataFrame, path: Path) -> None:
@@ -103,13 +141,16 @@ def check_unique_ids(df: pl.DataFrame, path: Path) -> None:
 
 
 def make_groups(df: pl.DataFrame, bins: Sequence[float], source: str) -> pl.DataFrame:
-    """Add the ``group`` column; a score outside the bins is an error naming the pair."""
+    """Add the ``group`` column; a score outside the bins is an error naming the pair and,
+    if ``df`` has a ``line`` column, its line."""
     groups = []
-    for pid, s in df.select("pair_id", "score").iter_rows():
+    lines = df["line"].to_list() if "line" in df.columns else [None] * len(df)
+    for (pid, s), line in zip(df.select("pair_id", "score").iter_rows(), lines):
         g = assign_group(s, bins)
         if g is None:
-            raise InputError(f"{source}: pair {pid!r} has score {s}, outside the bins "
-                             f"[{bins[0]}, {bins[-1]}]")
+            where = f"line {line}: " if line is not None else ""
+            raise InputError(f"{source}: {where}pair {pid!r} has score {s}, outside the bins "
+                             f"[{bins[0]}, {bins[-1]}] (data.bins)")
         groups.append(g)
     return df.with_columns(pl.Series("group", groups, pl.String))
 

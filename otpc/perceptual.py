@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def load_lpips(net: str = "alex", device: torch.device | str = "cpu") -> Lpips:
     device = torch.device(device)
     dtype = torch.float64 if device.type == "cpu" else torch.float32
     pretrained = backbone_checkpoint(net).exists()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # lpips uses torchvision's old arguments
         torch.manual_seed(0)
         model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not pretrained, verbose=False)
     model.eval().to(device, dtype)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -58,12 +59,18 @@ def encode(image: np.ndarray, text: dict[str, str] | None = None) -> bytes:
     return SIGNATURE + b"".join(chunks)
 
 
-def decode(data: bytes) -> tuple[np.ndarray, dict[str, str]]:
-    """(RGB pixels (H, W, 3) uint8, tEXt chunks) of PNG ``data``; ``ValueError`` if damaged."""
+def decode(data: bytes, name: object = "PNG") -> tuple[np.ndarray, dict[str, str]]:
+    """(RGB pixels (H, W, 3) uint8, tEXt chunks) of PNG ``data``; ``ValueError`` naming
+    ``name`` (e.g. the file) if it is damaged."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             text = dict(getattr(img, "text", {}))
             return np.asarray(img.convert("RGB")), text
     except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"damaged or truncated PNG ({err})") from err
+        raise ValueError(f"{name}: damaged or truncated PNG ({err})") from err
+
+
+def read(path: Path) -> np.ndarray:
+    """The RGB pixels of the PNG file ``path``; ``ValueError`` naming it if it is damaged."""
+    return decode(path.read_bytes(), path)[0]

@@ -1,7 +1,11 @@
 """Log a finished study to MLflow: params, tags, metrics, tables, images and figures.
 
-Logging reads only files already written by the pipeline, so it can run again later
-(``otpc log``) if the tracking server was down; a results-hash tag prevents duplicate runs.
+The DVC stage ``log`` does it after ``aggregate`` (``stages/log.py``). Logging reads only files
+already written by the pipeline, and only if they are present and are the ones ``dvc.lock``
+records, so it can run again later (``otpc log``) if the tracking server was down. A
+results-hash tag prevents duplicate runs; a run is FINISHED only when everything is logged:
+an attempt that fails is marked FAILED, and one that was killed (left RUNNING) is marked
+FAILED by the next attempt, which logs a complete new run.
 
 Store: ``MLFLOW_TRACKING_URI`` if set (a relative ``sqlite:///`` path counts from the project
 root), else ``sqlite:///<project root>/mlflow.db`` with artifacts in ``<project root>/mlartifacts``.
@@ -11,7 +15,6 @@ work in a temporary copy, land in the same store.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -25,10 +28,13 @@ import polars as pl
 import yaml
 from filelock import FileLock
 
+from otpc.errors import InputError
 from otpc.params import Params, flatten
 from otpc.project import project_root
 
 RESULTS_TAG = "otpc.results_hash"
+ABANDONED_TAG = "otpc.abandoned"
+LOG_STAGE = "log"
 SQLITE = "sqlite:///"
 RESULT_FILES = ("summary.json", "ppl_by_group.csv", "fig_ppl_cost.png", "fig_strips.png")
 
@@ -68,23 +74,33 @@ def summary_metrics(summary: dict) -> dict[str, float]:
 
 
 def lock_entries(workdir: Path) -> dict[str, Any]:
-    """dvc.lock's stage entries as DVC will have written them when the running stage ends.
-
-    While a stage runs (``DVC_STAGE`` is set), dvc.lock still holds its previous entry or
-    none; that entry is computed here from the stage's current deps and outs, as DVC does.
-    """
+    """dvc.lock's entries of the study's stages (all but ``log``, which runs last)."""
     path = workdir / "dvc.lock"
     entries = (yaml.safe_load(path.read_text()) or {}).get("stages", {}) if path.exists() else {}
-    running = os.environ.get("DVC_STAGE")
-    if running:
-        from dvc.repo import Repo
-        from dvc.stage.serialize import to_single_stage_lockfile
+    return {name: entry for name, entry in entries.items() if name != LOG_STAGE}
 
-        with Repo(str(workdir)) as repo:
-            stage = repo.stage.collect(running)[0]
-            stage.save(run_cache=False)
-            entries[stage.name] = json.loads(json.dumps(to_single_stage_lockfile(stage)))
-    return entries
+
+def missing_or_stale(workdir: Path, metrics_dir: Path, outputs: dict[str, Path]) -> list[str]:
+    """What keeps the results in ``workdir`` from being logged: files that are missing, or
+    whose md5 is not the one dvc.lock records (results of another experiment)."""
+    recorded = {out["path"]: out.get("md5") for entry in lock_entries(workdir).values()
+                for out in entry.get("outs", [])}
+    problems = []
+    for path in [metrics_dir / name for name in RESULT_FILES] + list(outputs.values()):
+        if not path.exists():
+            problems.append(f"{path} is missing")
+        elif path.is_file() and path.as_posix() in recorded \
+                and _md5(path) != recorded[path.as_posix()]:
+            problems.append(f"{path} is not the file dvc.lock records")
+    render = outputs.get("render")
+    if render is not None and render.is_dir() and not (render / "index.parquet").is_file():
+        problems.append(f"{render / 'index.parquet'} is missing")
+    return problems
+
+
+def _md5(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 def stage_hash(entry: dict[str, Any]) -> str:
@@ -122,31 +138,49 @@ def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+class NotReady(InputError):
+    """The results cannot be logged yet: outputs are missing or stale."""
+
+
 def log_study(params: Params, workdir: Path, metrics_dir: Path, outputs: dict[str, Path],
-              exp_name: str | None = None) -> str:
-    """Log the study found in ``workdir`` as one MLflow run; returns its id.
+              exp_name: str | None = None) -> tuple[str, bool]:
+    """Log the study found in ``workdir`` as one MLflow run: (run id, whether it is new).
 
     If a finished run with the same params and results exists, returns that one instead.
     ``exp_name`` (default ``DVC_EXP_NAME``) names the DVC experiment the results belong to.
+    Raises ``NotReady`` (naming the files) if outputs are missing or stale.
     """
+    problems = missing_or_stale(workdir, metrics_dir, outputs)
+    if problems:
+        raise NotReady(f"cannot log these results: {'; '.join(problems)}. Run `dvc repro` "
+                       "(or `dvc pull`) first, so that they are this workspace's results.")
     uri = tracking_uri()
-    with _store_lock(uri):
+    with _project_lock():
         return _log_study(uri, params, workdir, metrics_dir, outputs,
                           exp_name or os.environ.get("DVC_EXP_NAME"))
 
 
-def _store_lock(uri: str) -> contextlib.AbstractContextManager:
-    """A SQLite store is one file: writers (parallel `dvc queue` workers) take turns, which
-    also makes the duplicate check and the new run one step. Servers handle their own."""
-    if not uri.startswith(SQLITE):
-        return contextlib.nullcontext()
+def _project_lock() -> FileLock:
+    """Loggers of one project take turns (parallel `dvc queue` workers): a SQLite store is
+    one file, and the duplicate check, the clean-up of abandoned runs and the new run must
+    be one step."""
     path = project_root() / ".otpc_cache" / "mlflow.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path))
 
 
+def _abandon(client: Any, experiment_id: str, digest: str) -> None:
+    """Mark FAILED the runs of these results that a killed attempt left RUNNING (under the
+    project lock, no other attempt of this project is alive)."""
+    left = client.search_runs([experiment_id], filter_string=f"tags.`{RESULTS_TAG}` = '{digest}' "
+                              "and attributes.status = 'RUNNING'")
+    for run in left:
+        client.set_tag(run.info.run_id, ABANDONED_TAG, "an earlier logging attempt did not finish")
+        client.set_terminated(run.info.run_id, status="FAILED")
+
+
 def _log_study(uri: str, params: Params, workdir: Path, metrics_dir: Path,
-               outputs: dict[str, Path], exp_name: str | None) -> str:
+               outputs: dict[str, Path], exp_name: str | None) -> tuple[str, bool]:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
@@ -159,14 +193,15 @@ def _log_study(uri: str, params: Params, workdir: Path, metrics_dir: Path,
                                   filter_string=f"tags.`{RESULTS_TAG}` = '{digest}' "
                                                 "and attributes.status = 'FINISHED'")
     if existing:
-        return existing[0].info.run_id
+        return existing[0].info.run_id, False
+    _abandon(mlflow.MlflowClient(), experiment_id, digest)
     lock = lock_entries(workdir)
     tags = {RESULTS_TAG: digest, "git_commit": git_commit(workdir),
             "dvc_experiment": exp_name or "workspace",
             "random_weights": str(summary["random_weights"]), "lpips": summary["lpips"],
             "notes": "; ".join(summary["notes"]) or "none"}
     tags |= {f"dvc.stage.{name}": stage_hash(entry) for name, entry in lock.items()}
-    with mlflow.start_run(run_name=exp_name, tags=tags) as run:
+    with mlflow.start_run(run_name=exp_name, tags=tags) as run:  # FAILED if anything raises
         mlflow.log_params(flatten(params))
         mlflow.log_metrics(summary_metrics(summary))
         for name in RESULT_FILES:
@@ -183,7 +218,7 @@ def _log_study(uri: str, params: Params, workdir: Path, metrics_dir: Path,
         if render_dir is not None and render_dir.is_dir():
             mlflow.log_artifacts(str(render_dir / "strips"), "strips")
             _log_frames(mlflow, render_dir)
-        return run.info.run_id
+        return run.info.run_id, True
 
 
 def _log_frames(mlflow: Any, render_dir: Path) -> None:
@@ -200,12 +235,15 @@ def log_or_explain(params: Params, workdir: Path, metrics_dir: Path,
                    outputs: dict[str, Path]) -> str | None:
     """Log the study; if the tracking store fails, say which URI and how to log later.
 
-    The pipeline's outputs are already written and stay valid either way.
+    The pipeline's outputs are already written and stay valid either way. ``NotReady`` (the
+    outputs are missing or stale) is raised, not explained away.
     """
     import click
 
     try:
-        run_id = log_study(params, workdir, metrics_dir, outputs)
+        run_id, new = log_study(params, workdir, metrics_dir, outputs)
+    except NotReady:
+        raise
     except Exception as err:  # noqa: BLE001 - any tracking failure must not lose results
         exp = os.environ.get("DVC_EXP_NAME")
         later = f"`dvc exp apply {exp}` then `otpc log --exp-name {exp}`" if exp else "`otpc log`"
@@ -213,5 +251,6 @@ def log_or_explain(params: Params, workdir: Path, metrics_dir: Path,
                    f"mlflow: results are kept; run {later} when the server is reachable.",
                    err=True)
         return None
-    click.echo(f"mlflow: run {run_id} in experiment {params.study!r} at {tracking_uri()}")
+    what = "run" if new else "already logged as run"
+    click.echo(f"mlflow: {what} {run_id} in experiment {params.study!r} at {tracking_uri()}")
     return run_id

@@ -1,31 +1,26 @@
-"""DVC stage 6: statistics, figures, summary; then log the run to MLflow."""
+"""DVC stage 6: statistics, figures and the summary."""
 
 from pathlib import Path
 
 import click
 
-from otpc.study import layout
 from otpc.stagekit import params_option, stage
+from otpc.study import layout
 from otpc.study.aggregate import aggregate
-from otpc.tracking import log_or_explain
 
 
 @click.command()
 @params_option
 @click.option("--scores", type=click.Path(path_type=Path), default=layout.SCORES)
 @click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
-@click.option("--couplings", type=click.Path(path_type=Path), default=layout.COUPLINGS)
 @click.option("--render", "render_dir", type=click.Path(path_type=Path), default=layout.RENDER)
 @click.option("--metrics", "metrics_dir", type=click.Path(path_type=Path), default=layout.METRICS)
 @stage
-def main(params, scores: Path, pairs: Path, couplings: Path, render_dir: Path,
-         metrics_dir: Path) -> None:
+def main(params, scores: Path, pairs: Path, render_dir: Path, metrics_dir: Path) -> None:
     summary = aggregate(scores, pairs, render_dir, params, metrics_dir)
     for note in summary["notes"]:
         click.echo(f"aggregate: NOTE {note}")
     click.echo(f"aggregate: {summary['n_pairs']} pairs -> {metrics_dir}")
-    log_or_explain(params, Path.cwd(), metrics_dir,
-                   layout.logged_outputs(pairs, couplings, scores, render_dir))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from otpc.models import pick_device
 from otpc.project import shared_path
 from otpc.study import layout
 from otpc.stagekit import params_option, stage
-from otpc.study.score import SCORE_CACHE, score_paths
+from otpc.study.score import score_paths
 
 
 @click.command()
@@ -20,7 +20,7 @@ from otpc.study.score import SCORE_CACHE, score_paths
 @stage
 def main(params, render_dir: Path, pairs: Path, couplings: Path, out: Path) -> None:
     table = score_paths(render_dir, pairs, couplings, params.score, out,
-                        shared_path(str(SCORE_CACHE)), pick_device(params.model.device))
+                        shared_path(str(layout.SCORE_CACHE)), pick_device(params.model.device))
     click.echo(f"score: {len(table)} paths ({table['metric'][0]}) -> {out}")
 
 

@@ -21,6 +21,7 @@ CSV = ROOT / "data/cxc/readme_examples.csv"
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(CSV, tmp_path / "pairs.csv")
+    edit_params(tmp_path / "params.yaml", data={"path": "pairs.csv"})
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

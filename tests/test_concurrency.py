@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from otpc.frame_cache import read_png
+from otpc.frame_cache import FrameCache
 from tests.project import env, make_project, run
 
 pytestmark = pytest.mark.slow
@@ -53,8 +53,9 @@ def test_two_queued_experiments_run_concurrently(tmp_path: Path) -> None:
     assert len(runs) == 3
     assert guidance == {"7.5", "5.0", "9.0"}
 
-    frames = list((project / ".otpc_cache/frames").rglob("*.png"))
+    cache = FrameCache(project / ".otpc_cache/frames")
+    frames = list(cache.root.rglob("*.png"))
     assert frames
     for frame in frames:
-        read_png(frame)  # raises on any damaged entry
+        cache.read(frame.stem)  # raises on any damaged or foreign entry
     assert not [p for p in (project / ".otpc_cache").rglob("*.tmp")]

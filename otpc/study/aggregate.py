@@ -9,7 +9,7 @@ import polars as pl
 
 from otpc.atomic import write_json, write_with
 from otpc.figures import RANDOM_NOTE, ppl_cost_figure, strips_figure
-from otpc.frame_cache import read_png
+from otpc import png
 from otpc.pairs import group_labels
 from otpc.params import Params
 from otpc.stats import ALL, method_group_table, paired, per_pair
@@ -72,7 +72,7 @@ def _example_strips(scores: pl.DataFrame, pairs_path: Path, render_dir: Path,
     for g in chosen_groups:
         pair = pairs.filter(pl.col("group") == g).sort("pair_id").row(0, named=True)
         paths = scores.filter((pl.col("pair_id") == pair["pair_id"]) & (pl.col("replicate") == 0))
-        strips = {m: read_png(render_dir / "strips" / f"{pid}.png")
+        strips = {m: png.read(render_dir / "strips" / f"{pid}.png")
                   for m, pid in paths.select("method", "path_id").iter_rows()}
         rows.append((f"{pair['prompt_a']}  ->  {pair['prompt_b']}", g, strips))
     return rows

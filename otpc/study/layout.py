@@ -8,6 +8,8 @@ COUPLINGS = Path("outputs/couplings.parquet")
 RENDER = Path("outputs/render")
 SCORES = Path("outputs/scores.parquet")
 METRICS = Path("metrics")
+LOGGED = Path("outputs/mlflow.json")  # the log stage's record: experiment and results hash
+SCORE_CACHE = Path(".otpc_cache/scores")  # under the project root, shared by experiments
 
 
 def logged_outputs(pairs: Path = PAIRS, couplings: Path = COUPLINGS, scores: Path = SCORES,

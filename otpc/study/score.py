@@ -21,9 +21,9 @@ from otpc.atomic import write_json, write_with
 from otpc import png
 from otpc.params import ScoreParams
 from otpc.perceptual import load_lpips, path_length, step_distances
+from otpc.study.layout import SCORE_CACHE
 from otpc.study.render import INDEX
 
-SCORE_CACHE = Path(".otpc_cache/scores")
 log = logging.getLogger(__name__)
 
 
@@ -51,13 +51,6 @@ def _entry(cache_dir: Path, metric_id: str, blobs: list[bytes]) -> Path:
     return cache_dir / f"{h.hexdigest()[:32]}.json"
 
 
-def _decode(path: Path, blob: bytes) -> np.ndarray:
-    try:
-        return png.decode(blob)[0]
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
-
-
 def score_paths(render_dir: Path, pairs_path: Path, couplings_path: Path, params: ScoreParams,
                 out: Path, cache_dir: Path = SCORE_CACHE,
                 device: torch.device | str = "cpu") -> pl.DataFrame:
@@ -75,7 +68,7 @@ def score_paths(render_dir: Path, pairs_path: Path, couplings_path: Path, params
         entry = _entry(cache_dir, metric_id, blobs)
         steps = _cached_steps(entry, len(files) - 1)
         if steps is None:
-            frames = np.stack([_decode(f, blob) for f, blob in zip(files, blobs)])
+            frames = np.stack([png.decode(blob, f)[0] for f, blob in zip(files, blobs)])
             steps = step_distances(metric, frames, params.batch_size).tolist()
             write_json(entry, {"path_id": path_id, "metric": tag, "steps": steps})
         ppl, ppl_norm = path_length(np.asarray(steps))

@@ -1,0 +1,113 @@
+"""Checks of the params against the model's configuration and this machine, before any work.
+
+``otpc check`` and every stage run them after the schema (``otpc.params``), so that a study
+that would fail part-way fails before its first stage writes anything. What they read:
+
+- the model's configuration files, never its weights (``otpc.models.config_folder``: the local
+  folder, or the hub snapshot's JSON files in the Hugging Face cache): the VAE's downsampling
+  factor for ``render.height``/``width``, the scheduler's training steps for ``render.steps``,
+  and whether the model can be had at all (``model.name``, ``model.revision``);
+- this machine: whether ``model.device`` exists here, whether the data files exist, and
+  whether the frame and score caches can be written.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from otpc.models import ModelSpec, config_folder
+from otpc.params import Params, ParamsError
+from otpc.project import shared_path
+from otpc.study.layout import SCORE_CACHE
+
+
+def _problem(key: str, value: object, message: str) -> str:
+    return f"  {key} = {value!r}: {message}"
+
+
+def device_problems(name: str) -> list[str]:
+    """``model.device`` must exist on this machine."""
+    if name in ("auto", "cpu"):
+        return []
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.index is not None and device.index >= count or count == 0:
+            return [_problem("model.device", name, f"this machine has {count} CUDA device(s); "
+                             "use auto or cpu")]
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            return [_problem("model.device", name, "MPS is not available here; use auto or cpu")]
+    elif device.type != "cpu":
+        return [_problem("model.device", name, f"otpc renders on cpu, cuda or mps, not "
+                         f"{device.type}")]
+    return []
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def model_problems(params: Params) -> list[str]:
+    """The model can be had, and the render sizes and steps suit it."""
+    model, render = params.model, params.render
+    try:
+        folder = config_folder(ModelSpec(**model.model_dump()))
+    except (RuntimeError, ValueError) as err:
+        return [_problem("model.name", model.name, str(err))]
+    vae = _read_json(folder / "vae" / "config.json")
+    problems = []
+    if vae.get("block_out_channels"):
+        scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        for key in ("height", "width"):
+            value = getattr(render, key)
+            if value is not None and value % scale:
+                problems.append(_problem(f"render.{key}", value, f"must be a multiple of {scale}, "
+                                         f"the downsampling factor of the VAE of model {model.name!r}"))
+    scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
+    train_steps = scheduler.get("num_train_timesteps")
+    if train_steps is not None and render.steps > train_steps:
+        problems.append(_problem("render.steps", render.steps, f"model {model.name!r}'s "
+                                 f"scheduler was trained with {train_steps} steps; use at most that"))
+    return problems
+
+
+def data_problems(params: Params) -> list[str]:
+    """The input files the ``sample`` stage reads exist."""
+    data = params.data
+    if data.source == "csv" and not Path(data.path).is_file():
+        return [_problem("data.path", data.path, "file not found")]
+    if data.source == "cxc" and data.captions is not None and not Path(data.captions).is_file():
+        return [_problem("data.captions", data.captions, "file not found")]
+    return []
+
+
+def writable_problem(key: str, value: str, folder: Path) -> list[str]:
+    """``folder`` can be created and written (a file is made and removed)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".otpc-check-"):
+            pass
+    except OSError as err:
+        return [_problem(key, value, f"cannot write to {folder}: {err.strerror or err}")]
+    return []
+
+
+def preflight(params: Params) -> list[str]:
+    """Every problem the model's configuration or this machine finds with ``params``."""
+    return (device_problems(params.model.device) + data_problems(params)
+            + model_problems(params)
+            + writable_problem("render.cache_dir", params.render.cache_dir,
+                               shared_path(params.render.cache_dir))
+            + writable_problem("score cache", str(SCORE_CACHE), shared_path(str(SCORE_CACHE))))
+
+
+def check(params: Params, source: Path) -> None:
+    """``ParamsError`` listing every preflight problem of ``params`` (read from ``source``)."""
+    problems = preflight(params)
+    if problems:
+        raise ParamsError("\n".join([f"{source}: {len(problems)} problem(s):", *problems]))

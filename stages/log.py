@@ -1,0 +1,40 @@
+"""DVC stage 7: log the study to MLflow as one complete run; record what was logged.
+
+Its output (experiment and results hash) is not kept in git, so a fresh clone's first
+`dvc repro` logs its results once; `persist` keeps DVC from restoring it from the run-cache
+instead of logging.
+"""
+
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from otpc.atomic import write_json
+from otpc.stagekit import params_option, stage
+from otpc.study import layout
+from otpc.tracking import log_or_explain, results_hash
+
+
+@click.command()
+@params_option
+@click.option("--scores", type=click.Path(path_type=Path), default=layout.SCORES)
+@click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
+@click.option("--couplings", type=click.Path(path_type=Path), default=layout.COUPLINGS)
+@click.option("--render", "render_dir", type=click.Path(path_type=Path), default=layout.RENDER)
+@click.option("--metrics", "metrics_dir", type=click.Path(path_type=Path), default=layout.METRICS)
+@click.option("--out", type=click.Path(path_type=Path), default=layout.LOGGED)
+@stage
+def main(params, scores: Path, pairs: Path, couplings: Path, render_dir: Path,
+         metrics_dir: Path, out: Path) -> None:
+    # SIGTERM ends the run as FAILED (like Ctrl-C) instead of leaving it RUNNING.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    outputs = layout.logged_outputs(pairs, couplings, scores, render_dir)
+    log_or_explain(params, Path.cwd(), metrics_dir, outputs)
+    write_json(out, {"experiment": params.study,
+                     "results_hash": results_hash(params, metrics_dir / "summary.json")})
+
+
+if __name__ == "__main__":
+    main()
