@@ -189,21 +189,21 @@ def check(params_path: Path) -> None:
 @click.option("--exp-name", default=None,
               help="The DVC experiment these results belong to (default: workspace).")
 def log_cmd(params_path: Path, exp_name: str | None) -> None:
-    """Log the finished study in this folder to MLflow (no duplicate if already logged)."""
-    from otpc.tracking import log_study, tracking_uri
+    """Log the finished study in this folder to MLflow (no duplicate if already logged).
+
+    Refuses if an output is missing or is not the file dvc.lock records.
+    """
+    from otpc.tracking import NotReady, log_study, logged_line, tracking_uri
 
     try:
         params = load_params(params_path)
-    except ParamsError as err:
+        run_id, new = log_study(params, Path.cwd(), layout.METRICS, layout.logged_outputs(),
+                                exp_name)
+    except (ParamsError, NotReady) as err:
         raise click.ClickException(str(err)) from err
-    outputs = layout.logged_outputs()
-    if not (layout.METRICS / "summary.json").exists():
-        raise click.ClickException("metrics/summary.json not found: run `dvc repro` first")
-    try:
-        run_id = log_study(params, Path.cwd(), layout.METRICS, outputs, exp_name)
     except Exception as err:  # noqa: BLE001 - report any tracking failure with its URI
         raise click.ClickException(f"could not log to {tracking_uri()}: {err}") from err
-    click.echo(f"mlflow: run {run_id} in experiment {params.study!r} at {tracking_uri()}")
+    click.echo(logged_line(run_id, new, params.study))
 
 
 @main.command("methods")

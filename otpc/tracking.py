@@ -251,6 +251,11 @@ def log_or_explain(params: Params, workdir: Path, metrics_dir: Path,
                    f"mlflow: results are kept; run {later} when the server is reachable.",
                    err=True)
         return None
-    what = "run" if new else "already logged as run"
-    click.echo(f"mlflow: {what} {run_id} in experiment {params.study!r} at {tracking_uri()}")
+    click.echo(logged_line(run_id, new, params.study))
     return run_id
+
+
+def logged_line(run_id: str, new: bool, experiment: str) -> str:
+    """What to tell the user about a logged (or already logged) study."""
+    what = "run" if new else "already logged as run"
+    return f"mlflow: {what} {run_id} in experiment {experiment!r} at {tracking_uri()}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ CSV = ROOT / "data/cxc/readme_examples.csv"
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copy(CSV, tmp_path / "pairs.csv")
     edit_params(tmp_path / "params.yaml", data={"path": "pairs.csv"})
     monkeypatch.chdir(tmp_path)
@@ -116,3 +118,89 @@ def test_group_with_no_pairs_names_the_group(workdir: Path) -> None:
 def test_empty_prompt_on_the_command_line() -> None:
     result = invoke(otpc_main, "interpolate", " ", "a cat", "--out", "x")
     assert result.exit_code == 2 and "empty prompt" in result.output
+
+
+def without(section: str) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        params = yaml.safe_load(text)
+        del params[section]
+        return yaml.safe_dump(params)
+    return edit
+
+
+def setting(section: str, **values: object) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        params = yaml.safe_load(text)
+        params[section].update(values)
+        return yaml.safe_dump(params)
+    return edit
+
+
+# Params that used to pass `otpc check` and fail part-way through the pipeline.
+BAD_PARAMS = {
+    "height not a multiple of the VAE factor": (setting("render", height=66),
+                                                "render.height = 66: must be a multiple of 4"),
+    "no such device": (setting("model", device="banana"), "model.device = 'banana': not a device"),
+    "device not on this machine": (setting("model", device="cuda:99"),
+                                   "model.device = 'cuda:99': this machine has"),
+    "render section missing": (without("render"),
+                               "render.frames: missing (dvc.yaml's stage 'render' depends on it)"),
+    "empty file": (lambda text: "", "the file is empty"),
+    "null file": (lambda text: "null\n", "the file is empty"),
+    "duplicate key": (lambda text: text.replace("  steps: 15", "  steps: 15\n  steps: 30"),
+                      "duplicate key 'steps'"),
+    "empty study name": (lambda text: text.replace("study: otpc-demo", 'study: ""'),
+                         "study = '': must not be empty"),
+    "empty cache folder": (setting("render", cache_dir=""), "render.cache_dir = '': must not be empty"),
+    "a million frames": (setting("render", frames=10**6), "render.frames = 1000000"),
+    "more steps than the scheduler has": (setting("render", steps=10**5), "render.steps = 100000"),
+    "model folder that is not a diffusers pipeline": (
+        setting("model", name="."), "model.name = '.': '.' is a folder but not a diffusers pipeline"),
+    "data file missing": (setting("data", path="nowhere.csv"), "data.path = 'nowhere.csv': file not found"),
+}
+
+
+@pytest.mark.parametrize("edit, message", BAD_PARAMS.values(), ids=BAD_PARAMS.keys())
+def test_check_catches_what_would_fail_later_naming_the_key(workdir: Path, edit, message: str
+                                                            ) -> None:
+    path = workdir / "params.yaml"
+    path.write_text(edit(path.read_text()))
+    result = invoke(otpc_main, "check")
+    assert result.exit_code == 1
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_non_utf8_params_name_the_line(workdir: Path) -> None:
+    (workdir / "params.yaml").write_bytes(b"# latin-1\nstudy: caf\xe9\n")
+    result = invoke(otpc_main, "check")
+    assert result.exit_code == 1
+    assert "params.yaml: line 2 is not valid UTF-8" in result.output
+
+
+def test_each_stage_runs_the_same_check_first(workdir: Path) -> None:
+    edit_params(workdir / "params.yaml", render={"height": 66})
+    result = invoke(sample_main, "--out", "pairs.parquet")
+    assert result.exit_code == 1
+    assert "render.height = 66" in result.output
+    assert not (workdir / "pairs.parquet").exists()
+
+
+# Records on lines 2-4 and 5-6 (quoted newlines); the next one starts on line 7.
+MULTILINE = ('caption1,caption2,rating\n"A dog\non two\nlines.",A cat.,1\n'
+             '"Another\nlong one.",B,2\n')
+
+
+@pytest.mark.parametrize("content, expected", [
+    (MULTILINE + "C,D,high\n", "line 7: column 'rating' is not a number"),
+    (MULTILINE + "C,D\n", "line 7: 2 field(s), but the header (line 1) has 3"),
+    (MULTILINE + "C,D,7\n", "line 7: pair"),
+    (MULTILINE + "C,\u200b\u2060,1\n", "line 7: column 'caption2' is an empty prompt"),
+    (MULTILINE + 'C,"unclosed,1\n', "line 7: 2 field(s)"),  # the quote runs to the end
+])
+def test_line_numbers_count_quoted_newlines(workdir: Path, content: str, expected: str) -> None:
+    (workdir / "pairs.csv").write_text(content)
+    result = invoke(sample_main, "--out", "pairs.parquet")
+    assert result.exit_code == 1
+    assert f"pairs.csv: {expected}" in result.output, result.output
+    assert not (workdir / "pairs.parquet").exists()

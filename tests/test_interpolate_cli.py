@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,7 @@ def test_shows_a_rendering_progress_bar(run) -> None:
 @pytest.mark.parametrize("args, message", [
     (["", "a cat"], "PROMPT_A': prompt_a is an empty prompt"),
     (["a cat", "   "], "PROMPT_B': prompt_b is an empty prompt"),
+    (["a cat", "\u200b\u2060\ufeff"], "PROMPT_B': prompt_b is an empty prompt"),
     (["a cat", "a dog", "--frames", "1"], "'--frames': 1 is not in the range x>=2"),
     (["a cat", "a dog", "--methods", "clip,bogus"], "unknown method(s) 'bogus'"),
     (["a cat", "a dog", "--methods", ","], "no method given"),
@@ -103,3 +106,39 @@ def test_bad_arguments_name_the_problem(tmp_path: Path, args: list[str], message
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_out_must_be_new_or_empty_unless_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["interpolate", "a cat", "a dog", "--methods", "clip", "--frames", "2", "--steps", "1",
+            "--out", str(out)]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2
+    assert "exists and is not empty; pass --overwrite" in refused.output
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    replaced = CliRunner().invoke(main, [*args, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert sorted(p.name for p in out.iterdir()) == ["clip.gif", "clip.png", "comparison.png"]
+
+
+def test_unwritable_out_is_refused_before_any_work(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(main, ["interpolate", "a cat", "a dog", "--model", "no/such-model",
+                                       "--out", str(blocker / "out")])
+    assert result.exit_code == 2
+    assert f"cannot write to {blocker / 'out'}" in result.output
+    assert "no/such-model" not in result.output  # refused before the model is looked at
+
+
+def test_a_very_long_prompt_prints_a_short_note(tmp_path: Path) -> None:
+    """The pipeline would print every word a 10,000-character prompt loses to truncation."""
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "otpc"), "interpolate", "word " * 2000, "a cat",
+         "--methods", "clip", "--frames", "2", "--steps", "1", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "note: prompt truncated to the tokenizer's limit" in proc.stdout
+    assert len(proc.stdout) + len(proc.stderr) < 2000, proc.stdout + proc.stderr

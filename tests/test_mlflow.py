@@ -6,24 +6,21 @@ One throw-away project: a baseline `dvc repro`, then two `dvc exp run` that diff
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
 import pytest
 import yaml
 
+from tests.mlflow_checks import EXPERIMENT, assert_complete, runs
 from tests.project import env, make_project, ran_stages, run
 from tests.servers import free_port, mlflow_server
 
 pytestmark = pytest.mark.slow
-STAGES = ["sample", "embed", "couple", "render", "score", "aggregate"]
-EXPERIMENT = "otpc-demo"
-RESULT_FILES = {"summary.json", "ppl_by_group.csv", "fig_ppl_cost.png", "fig_strips.png"}
+STAGES = ["sample", "embed", "couple", "render", "score", "aggregate", "log"]
 
 
 def tracked(uri: str | None, **extra: str) -> dict[str, str]:
@@ -33,15 +30,6 @@ def tracked(uri: str | None, **extra: str) -> dict[str, str]:
     if uri:
         e["MLFLOW_TRACKING_URI"] = uri
     return e
-
-
-def runs(uri: str) -> list:
-    """Every run of the study's experiment at ``uri``."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    return [] if experiment is None else client.search_runs([experiment.experiment_id])
 
 
 def run_for(uri: str, exp_name: str):
@@ -85,69 +73,14 @@ def study(tmp_path_factory: pytest.TempPathFactory, server: str) -> Study:
     counts.append(len(runs(server)))
     temp = run(["dvc", "exp", "run", "--temp", "-n", "net-squeeze", "-S", "score.net=squeeze"],
                project, env=e)
-    assert ran_stages(temp.stdout) == ["score", "aggregate"]
+    assert ran_stages(temp.stdout) == ["score", "aggregate", "log"]
     counts.append(len(runs(server)))
     workspace = run(["dvc", "exp", "run", "-n", "net-vgg", "-S", "score.net=vgg"], project, env=e)
-    assert ran_stages(workspace.stdout) == ["score", "aggregate"]
+    assert ran_stages(workspace.stdout) == ["score", "aggregate", "log"]
     counts.append(len(runs(server)))
     assert ran_stages(run(["dvc", "repro"], project, env=e).stdout) == []
     counts.append(len(runs(server)))
     return Study(project, server, git(project, "rev-parse", "HEAD").strip(), counts)
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def logged_frames(images: Path) -> dict[str, set[int]]:
-    """Image key -> steps, from the files `mlflow.log_image(key=, step=)` writes."""
-    out: dict[str, set[int]] = {}
-    for f in images.iterdir():
-        m = re.fullmatch(r"(.+)\+step\+(\d+)\+timestamp\+.+(?<!compressed)\.png", f.name)
-        if m:
-            out.setdefault(m[1], set()).add(int(m[2]))
-    return out
-
-
-def assert_complete(uri: str, run, lock: dict, summary: dict, dest: Path) -> None:
-    """Every metric, table, strip, frame, figure and tag of ``run`` matches the study's files."""
-    import mlflow
-
-    from otpc.tracking import metric_key, stage_hash
-
-    tags, metrics = run.data.tags, run.data.metrics
-    assert {t: tags[f"dvc.stage.{t}"] for t in STAGES} == {
-        t: stage_hash(lock["stages"][t]) for t in STAGES}
-    for method, groups in summary["methods"].items():
-        for group, stats in groups.items():
-            for name in ("ppl_mean", "ppl_median", "cost_mean", "cost_median",
-                         "ppl_ci_low", "ppl_ci_high", "cost_ci_low", "cost_ci_high"):
-                if stats[name] is not None:
-                    assert metrics[metric_key(name, method, group)] == pytest.approx(stats[name])
-    for name in ("ppl_ci_low", "ppl_ci_high", "cost_ci_low", "cost_ci_high"):
-        assert f"{name}/ot/all" in metrics and f"{name}/clip/all" in metrics
-    assert set(summary["paired"]) == {"ot_vs_clip", "ot_vs_random"}
-    for comparison, groups in summary["paired"].items():
-        for group, stats in groups.items():
-            for name, value in stats.items():
-                if value is not None:
-                    assert metrics[metric_key(comparison, name, group)] == pytest.approx(value)
-    assert "ot_vs_random/share_smoother/all" in metrics
-
-    root = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, tracking_uri=uri,
-                                                    dst_path=str(dest)))
-    assert {p.name for p in (root / "results").iterdir()} == RESULT_FILES
-    assert json.loads((root / "results/summary.json").read_text()) == summary
-    assert yaml.safe_load((root / "dvc.lock").read_text()) == lock
-    outs = {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
-    for table in ("couplings.parquet", "scores.parquet"):
-        assert md5(root / "tables" / table) == outs[f"outputs/{table}"]
-    path_ids = set(pl.read_parquet(root / "tables/scores.parquet")["path_id"].to_list())
-    assert len(path_ids) >= 15
-    assert {p.name for p in (root / "strips").iterdir()} == (
-        {f"{p}.png" for p in path_ids} | {f"{p}.gif" for p in path_ids})
-    frames = lock["stages"]["render"]["params"]["params.yaml"]["render.frames"]
-    assert logged_frames(root / "images") == {p: set(range(frames)) for p in path_ids}
 
 
 def test_each_pipeline_run_with_new_results_makes_exactly_one_run(study: Study) -> None:
@@ -183,7 +116,7 @@ def test_temp_experiment_lands_in_the_projects_default_store(study: Study, tmp_p
     """Without MLFLOW_TRACKING_URI, a `--temp` run logs to <project>/mlflow.db, not the copy."""
     proc = run(["dvc", "exp", "run", "--temp", "-n", "seed-one", "-S", "aggregate.seed=1"],
                study.project, env=tracked(None))
-    assert ran_stages(proc.stdout) == ["aggregate"]
+    assert ran_stages(proc.stdout) == ["aggregate", "log"]
     uri = f"sqlite:///{study.project / 'mlflow.db'}"
     (run_,) = runs(uri)
     assert run_.data.tags["dvc_experiment"] == "seed-one"
@@ -214,7 +147,7 @@ def test_unreachable_server_keeps_results_and_otpc_log_logs_them_once(
     uri = f"http://127.0.0.1:{port}"
     e = tracked(uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
     proc = run(["dvc", "exp", "run", "-n", "offline", "-S", "aggregate.seed=2"], study.project, env=e)
-    assert ran_stages(proc.stdout) == ["aggregate"]
+    assert ran_stages(proc.stdout) == ["aggregate", "log"]
     assert f"could not log to {uri}" in proc.stdout + proc.stderr
     lock = yaml.safe_load((study.project / "dvc.lock").read_text())
     assert lock["stages"]["aggregate"]["params"]["params.yaml"]["aggregate"]["seed"] == 2
@@ -225,7 +158,7 @@ def test_unreachable_server_keeps_results_and_otpc_log_logs_them_once(
         crashed = crashed_attempt(uri, study.project)
         logged = [run(["otpc", "log", "--exp-name", "offline"], study.project, env=e)
                   for _ in range(2)]
-        ids = [re.search(r"mlflow: run (\w+)", p.stdout)[1] for p in logged]
+        ids = [re.search(r"run (\w+) in experiment", p.stdout)[1] for p in logged]
         assert ids[0] == ids[1] != crashed
         (run_,) = [r for r in runs(uri) if r.info.run_id != crashed]
         assert run_.info.run_id == ids[0]

@@ -11,7 +11,7 @@ import pytest
 from tests.project import make_project, ran_stages, run, set_params
 
 pytestmark = pytest.mark.slow
-ALL = ["sample", "embed", "couple", "render", "score", "aggregate"]
+ALL = ["sample", "embed", "couple", "render", "score", "aggregate", "log"]
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +46,22 @@ def test_second_repro_runs_nothing(project: Path) -> None:
 
 def test_score_param_reruns_only_score_and_aggregate(project: Path) -> None:
     set_params(project, {"score": {"net": "squeeze"}})
-    assert ran_stages(run(["dvc", "repro"], project).stdout) == ["score", "aggregate"]
+    assert ran_stages(run(["dvc", "repro"], project).stdout) == ["score", "aggregate", "log"]
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert summary["lpips"].startswith("lpips-squeeze")
 
 
 def test_unchanged_outputs_stop_the_cascade(project: Path) -> None:
-    """A score parameter that does not change the scores re-runs score alone."""
+    """A score parameter that does not change the scores re-runs score, and log (a run
+    records every param), but not aggregate."""
     set_params(project, {"score": {"batch_size": 7}})
-    assert ran_stages(run(["dvc", "repro"], project).stdout) == ["score"]
+    assert ran_stages(run(["dvc", "repro"], project).stdout) == ["score", "log"]
 
 
 def test_methods_change_does_not_resample_or_reembed(project: Path) -> None:
     set_params(project, {"couple": {"methods": ["clip", "ot"]}})
     ran = ran_stages(run(["dvc", "repro"], project).stdout)
-    assert ran == ["couple", "render", "score", "aggregate"]
+    assert ran == ["couple", "render", "score", "aggregate", "log"]
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert set(summary["methods"]) == {"clip", "ot"}
 
@@ -68,7 +69,7 @@ def test_methods_change_does_not_resample_or_reembed(project: Path) -> None:
 def test_render_param_rerenders_from_cache_when_reverted(project: Path) -> None:
     set_params(project, {"render": {"guidance": 3.0}})
     proc = run(["dvc", "repro"], project)
-    assert ran_stages(proc.stdout) == ["render", "score", "aggregate"]
+    assert ran_stages(proc.stdout) == ["render", "score", "aggregate", "log"]
     assert "render: 0 frame(s) rendered" not in proc.stdout
     set_params(project, {"render": {"guidance": 7.5}})
     proc = run(["dvc", "repro"], project)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import filecmp
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from tests.project import env, make_project, run
 
@@ -99,7 +101,7 @@ def test_truncated_files_are_never_read_as_valid(project: Path) -> None:
     entry = project / ".otpc_cache/frames" / key[:2] / f"{key}.png"
     entry.write_bytes(entry.read_bytes()[:100])
     proc = run(RENDER, project)
-    assert "corrupt cache entry" in proc.stderr
+    assert "bad cache entry" in proc.stderr
     assert re.search(r"\b1 frame\(s\) rendered", proc.stdout)
 
     emb = next((project / "outputs/embeddings").glob("*.safetensors"))
@@ -107,6 +109,7 @@ def test_truncated_files_are_never_read_as_valid(project: Path) -> None:
     proc = run(RENDER, project, check=False)
     assert proc.returncode != 0
     assert emb.name in proc.stderr and "re-run `embed`" in proc.stderr
+    run(["dvc", "checkout", "outputs/embeddings"], project)  # undo the damage
 
 
 def test_damaged_score_cache_entry_is_reported_and_rescored(project: Path) -> None:
@@ -119,3 +122,105 @@ def test_damaged_score_cache_entry_is_reported_and_rescored(project: Path) -> No
     proc = run(SCORE, project)
     assert "corrupt score cache entry" in proc.stderr and entry.name in proc.stderr
     assert pl.read_parquet(project / "outputs/scores.parquet").equals(before)
+
+
+def counts(pattern: str, output: str) -> tuple[int, int]:
+    """(computed, from the cache) from a stage's report line."""
+    found = re.search(pattern, output)
+    assert found, output
+    return int(found[1]), int(found[2])
+
+
+def test_frame_swapped_in_the_cache_is_detected_and_rendered_again(project: Path) -> None:
+    """Another valid PNG copied over a cache entry is not taken as that frame."""
+    run(RENDER, project)
+    index = pl.read_parquet(project / "outputs/render/index.parquet")
+    keys = index.unique("key", maintain_order=True)["key"].to_list()
+    cache = project / ".otpc_cache/frames"
+    victim, intruder = (cache / k[:2] / f"{k}.png" for k in keys[1:3])
+    shutil.copyfile(intruder, victim)
+    proc = run(RENDER, project)
+    assert counts(r"(\d+) frame\(s\) rendered, (\d+) from the cache", proc.stdout)[0] == 1
+    assert str(victim) in proc.stderr and "holds the frame of another key" in proc.stderr
+    fresh = project / "fresh-render"
+    shutil.rmtree(cache)
+    run(RENDER + ["--out", str(fresh)], project)
+    same_tree(project / "outputs/render", fresh)
+
+
+def test_scores_are_reused_only_for_the_exact_frames(project: Path) -> None:
+    """A path whose frame file changed is scored again; the others come from the cache."""
+    run(RENDER, project)
+    run(SCORE, project)
+    index = pl.read_parquet(project / "outputs/render/index.parquet")
+    paths = index.filter(pl.col("k") == 1).sort("path_id").rows(named=True)
+    render = project / "outputs/render"
+    victim, intruder = (render / row["file"] for row in paths[:2])
+    assert victim.read_bytes() != intruder.read_bytes()
+    shutil.copyfile(intruder, victim)
+    proc = run(SCORE, project)
+    assert counts(r"(\d+) path\(s\) scored, (\d+) from the cache", proc.stdout) == (
+        1, len(paths) - 1)
+    resumed = pl.read_parquet(project / "outputs/scores.parquet")
+    shutil.rmtree(project / ".otpc_cache/scores")
+    run(SCORE + ["--out", "outputs/scores_fresh.parquet"], project)
+    assert resumed.equals(pl.read_parquet(project / "outputs/scores_fresh.parquet"))
+    run(RENDER, project)  # the render folder as the stage writes it, for the other tests
+
+
+def test_killed_embed_leaves_a_temporary_that_the_next_run_removes(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SIGKILL mid-embed leaves `.embeddings.<pid>.*.tmp`; the next run removes it."""
+    project = make_project(tmp_path_factory.mktemp("embed-kill") / "study",
+                           {"data": {"path": "many.csv", "n_per_group": 200}})
+    rows = [f"A photo of {i} red kites.,A drawing of {i} blue boats.,{i % 5}.5" for i in range(600)]
+    (project / "many.csv").write_text("\n".join(["caption1,caption2,rating", *rows]) + "\n")
+    run(["dvc", "repro", "sample"], project)
+    outputs = project / "outputs"
+    embed = ["python", "-m", "stages.embed"]
+    rc = kill_when(embed, project, lambda: bool(list(outputs.glob(".embeddings.*.tmp"))))
+    assert rc == -signal.SIGKILL
+    assert list(outputs.glob(".embeddings.*.tmp")) and not (outputs / "embeddings").exists()
+    run(embed, project)
+    assert not list(outputs.glob(".*.tmp"))
+    assert len(list((outputs / "embeddings").glob("*.safetensors"))) == 1200
+
+
+def in_mount_namespace(setup: str, cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in a private mount namespace (``unshare -rm``) after the shell ``setup``."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) to mount a read-only or full folder")
+    return run(["unshare", "-rm", "sh", "-c", f'{setup} && exec "$@"', "sh", *cmd], cwd,
+               check=False)
+
+
+def with_cache_dir(project: Path, folder: Path) -> list[str]:
+    """Arguments for a stage reading params whose render.cache_dir is ``folder``."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["render"]["cache_dir"] = str(folder)
+    (project / "other.yaml").write_text(yaml.safe_dump(params))
+    return ["--params", "other.yaml", "--out", "outputs/other-render"]
+
+
+def test_read_only_cache_is_refused_before_any_work(project: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    proc = in_mount_namespace(f"mount --bind {folder} {folder} && "
+                              f"mount -o remount,bind,ro {folder}",
+                              RENDER + with_cache_dir(project, folder), project)
+    assert proc.returncode == 1
+    assert (f"render.cache_dir = '{folder}': cannot write to {folder}: Read-only file system"
+            in proc.stderr), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (project / "outputs/other-render").exists()
+
+
+def test_full_cache_stops_with_a_clear_message(project: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "full"
+    folder.mkdir()
+    proc = in_mount_namespace(f"mount -t tmpfs -o size=48k tmpfs {folder}",
+                              RENDER + with_cache_dir(project, folder), project)
+    assert proc.returncode == 1
+    assert "No space left on device" in proc.stderr and str(folder) in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (project / "outputs/other-render").exists()

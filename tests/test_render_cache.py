@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler
+from PIL import Image
 
+from otpc import png
 from otpc.embeddings import encode
 from otpc.frame_cache import FrameCache, frame_key
 from otpc.models import ModelSpec, load_pipeline
@@ -93,8 +96,8 @@ def test_rerun_renders_only_missing_frames(tiny_pipe, path, tmp_path):
         cache.path(k).unlink()
     again, rendered = render_missing(renderer, cache, lambda: iter(jobs))
     assert again == keys and rendered == 2
-    for k in keys:  # re-rendered in other batches: equal up to float rounding
-        assert np.abs(cache.get(k).astype(int) - first[k]).max() <= 1
+    for k in keys:  # re-rendered in other batches: the same pixels
+        np.testing.assert_array_equal(cache.get(k), first[k])
     assert render_missing(renderer, cache, lambda: iter(jobs))[1] == 0
 
 
@@ -112,7 +115,7 @@ def test_truncated_frame_is_reported_and_rendered_again(tiny_pipe, path, tmp_pat
         _, rendered = render_missing(renderer, cache, lambda: iter(jobs))
     assert rendered == 1
     assert any(str(damaged) in record.getMessage() for record in caplog.records)
-    assert np.abs(cache.get(keys[2]).astype(int) - good).max() <= 1
+    np.testing.assert_array_equal(cache.get(keys[2]), good)
 
 
 def test_failed_write_leaves_no_entry(tmp_path):
@@ -148,3 +151,43 @@ def test_crash_mid_run_keeps_only_whole_frames_and_resumes(tiny_pipe, path, tmp_
         assert cache.has(p.stem)
     keys, rendered = render_missing(renderer, cache, lambda: iter(jobs))
     assert rendered == len(jobs) - 2 and len(stored(cache)) == len(jobs)
+
+
+def test_foreign_altered_or_unrecorded_entries_are_rejected(tmp_path):
+    """An entry is used only if it records its own key and the digest of its pixels."""
+    cache = FrameCache(tmp_path)
+    dark, light = (np.full((8, 8, 3), v, np.uint8) for v in (10, 200))
+    key_a, key_b = "aa" * 16, "bb" * 16
+    cache.put(key_a, dark)
+    cache.put(key_b, light)
+    np.testing.assert_array_equal(cache.get(key_a), dark)
+
+    shutil.copyfile(cache.path(key_b), cache.path(key_a))  # another valid frame swapped in
+    with pytest.raises(ValueError, match="holds the frame of another key"):
+        cache.read(key_a)
+    assert not cache.has(key_a) and not cache.path(key_a).exists()
+
+    pixels, text = png.decode(cache.path(key_b).read_bytes())
+    altered = pixels.copy()
+    altered[3, 3, 1] ^= 1
+    cache.path(key_b).write_bytes(png.encode(altered, text))  # pixels edited, record kept
+    with pytest.raises(ValueError, match="not the ones recorded for its key"):
+        cache.read(key_b)
+
+    Image.fromarray(light).save(cache.path(key_b))  # a PNG with no record at all
+    assert not cache.has(key_b)
+
+
+def test_swapped_frame_is_rendered_again(tiny_pipe, path, tmp_path, caplog):
+    renderer = Renderer(tiny_pipe, BASE)
+    cache = FrameCache(tmp_path)
+    jobs = jobs_of(path)[:3]
+    keys, _ = render_missing(renderer, cache, lambda: iter(jobs))
+    original = cache.get(keys[1])
+    shutil.copyfile(cache.path(keys[0]), cache.path(keys[1]))
+    with caplog.at_level(logging.WARNING, logger="otpc.frame_cache"):
+        _, rendered = render_missing(renderer, cache, lambda: iter(jobs))
+    assert rendered == 1
+    assert any(keys[1] in r.getMessage() and "another key" in r.getMessage()
+               for r in caplog.records)
+    np.testing.assert_array_equal(cache.get(keys[1]), original)

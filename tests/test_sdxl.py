@@ -149,3 +149,4 @@ def test_study_stages_run_on_sdxl(tmp_path: Path, xl) -> None:
     middles = out.filter(pl.col("k") == 1)["key"]
     assert middles.n_unique() == 2
     assert (tmp_path / "render" / "frames" / "p1-ot-0" / "01.png").is_file()
+

@@ -60,6 +60,7 @@ def score_paths(render_dir: Path, pairs_path: Path, couplings_path: Path, params
     tag = f"lpips-{params.net}-{'imagenet' if metric.pretrained_backbone else 'untrained'}"
     metric_id = f"{tag}:{metric.dtype}"
     rows = []
+    scored = 0
     paths = index.sort("path_id", "k").group_by("path_id", maintain_order=True)
     for (path_id,), group in tqdm(paths, total=index["path_id"].n_unique(), desc="score",
                                   unit="path"):
@@ -70,9 +71,11 @@ def score_paths(render_dir: Path, pairs_path: Path, couplings_path: Path, params
         if steps is None:
             frames = np.stack([png.decode(blob, f)[0] for f, blob in zip(files, blobs)])
             steps = step_distances(metric, frames, params.batch_size).tolist()
+            scored += 1
             write_json(entry, {"path_id": path_id, "metric": tag, "steps": steps})
         ppl, ppl_norm = path_length(np.asarray(steps))
         rows.append({"path_id": path_id, "ppl": ppl, "ppl_norm": ppl_norm, "steps": steps})
+    print(f"score: {scored} path(s) scored, {len(rows) - scored} from the cache")
     scores = pl.DataFrame(rows, schema={"path_id": pl.String, "ppl": pl.Float64,
                                         "ppl_norm": pl.Float64, "steps": pl.List(pl.Float64)})
     couplings = pl.read_parquet(couplings_path).select("path_id", "pair_id", "method",

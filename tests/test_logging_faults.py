@@ -1,0 +1,115 @@
+"""MLflow runs are never left RUNNING or incomplete, and only whole, current results are logged.
+
+Done for real on throw-away projects logging to their default SQLite store: the log stage
+SIGKILLed while it uploads, an upload that fails, and `otpc log` where outputs are missing
+or stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.mlflow_checks import assert_complete, runs
+from tests.project import env, make_project, ran_stages, run
+
+pytestmark = pytest.mark.slow
+LOG = ["python", "-m", "stages.log"]
+
+
+def local_env() -> dict[str, str]:
+    e = env()
+    e.pop("MLFLOW_TRACKING_URI", None)
+    return e
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """Results up to `aggregate`, not yet logged; 9 frames a path, so that logging takes a while."""
+    path = make_project(tmp_path / "study", {"render": {"frames": 9}})
+    run(["dvc", "repro", "aggregate"], path, env=local_env())
+    return path
+
+
+def store(project: Path) -> str:
+    return f"sqlite:///{project / 'mlflow.db'}"
+
+
+def statuses(project: Path) -> list[str]:
+    if not (project / "mlflow.db").exists():
+        return []
+    with sqlite3.connect(project / "mlflow.db", timeout=30) as db:
+        try:
+            return [row[0] for row in db.execute("select status from runs")]
+        except sqlite3.OperationalError:  # tables not created yet
+            return []
+
+
+def test_killed_logging_is_marked_failed_and_logged_again_whole(project: Path) -> None:
+    proc = subprocess.Popen(LOG, cwd=project, env=local_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while "RUNNING" not in statuses(project) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the kill must land while the run is being logged"
+    assert statuses(project) == ["RUNNING"]
+    assert not (project / "outputs/mlflow.json").exists()
+    assert "log" in run(["dvc", "status"], project, env=local_env()).stdout  # not up to date
+
+    assert ran_stages(run(["dvc", "repro"], project, env=local_env()).stdout) == ["log"]
+    by_status = {r.info.status: r for r in runs(store(project))}
+    assert sorted(by_status) == ["FAILED", "FINISHED"]
+    assert "otpc.abandoned" in by_status["FAILED"].data.tags
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert_complete(store(project), by_status["FINISHED"], lock, summary, project / "downloaded")
+    assert ran_stages(run(["dvc", "repro"], project, env=local_env()).stdout) == []
+
+
+def test_failed_upload_marks_its_run_failed_and_otpc_log_completes_a_new_one(
+        project: Path) -> None:
+    (project / "mlartifacts").write_text("a file where the artifact store should be")
+    proc = run(["dvc", "repro"], project, env=local_env())
+    assert ran_stages(proc.stdout) == ["log"]
+    assert "mlflow: could not log to" in proc.stderr and "otpc log" in proc.stderr
+    assert statuses(project) == ["FAILED"]
+
+    (project / "mlartifacts").unlink()
+    logged = run(["otpc", "log"], project, env=local_env())
+    assert "mlflow: run" in logged.stdout
+    by_status = {r.info.status: r for r in runs(store(project))}
+    assert sorted(by_status) == ["FAILED", "FINISHED"]
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert_complete(store(project), by_status["FINISHED"], lock, summary, project / "downloaded")
+
+
+def test_otpc_log_refuses_missing_or_stale_outputs(project: Path) -> None:
+    clone = project.parent / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], project.parent)
+    run(["dvc", "repro", "aggregate"], project, env=local_env())
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "results"], project)
+    run(["git", "pull", "-q"], clone)  # a fresh clone: metrics and dvc.lock, no outputs
+    proc = run(["otpc", "log"], clone, env=local_env(), check=False)
+    assert proc.returncode == 1
+    assert "cannot log these results: outputs/pairs.parquet is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert statuses(clone) == []
+
+    summary = project / "metrics/summary.json"
+    summary.write_text(summary.read_text().replace('"n_pairs": 5', '"n_pairs": 6'))
+    proc = run(["otpc", "log"], project, env=local_env(), check=False)
+    assert proc.returncode == 1
+    assert "metrics/summary.json is not the file dvc.lock records" in proc.stderr
+    assert statuses(project) == []
