@@ -18,7 +18,7 @@ repro: setup
 	PATH=$(BIN):$$PATH dvc repro
 
 test: setup
-	PATH=$(BIN):$$PATH $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	PATH=$(BIN):$$PATH pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: setup
 	PATH=$(BIN):$$PATH $(PY) benchmarks/couple.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -57,7 +58,7 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
         elif src.exists():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    set_params(dest, deep_update(deep_update({}, FAST), params or {}))
+    set_params(dest, deep_update(copy.deepcopy(FAST), params or {}))
     run(["git", "init", "-q", "-b", "main"], dest)
     if not (dest / ".dvc").exists():
         run(["dvc", "init", "-q"], dest)

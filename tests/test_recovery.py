@@ -109,7 +109,7 @@ def test_truncated_files_are_never_read_as_valid(project: Path) -> None:
     proc = run(RENDER, project, check=False)
     assert proc.returncode != 0
     assert emb.name in proc.stderr and "re-run `embed`" in proc.stderr
-    run(["dvc", "checkout", "outputs/embeddings"], project)  # undo the damage
+    run(["dvc", "checkout", "--force", "outputs/embeddings"], project)  # undo the damage
 
 
 def test_damaged_score_cache_entry_is_reported_and_rescored(project: Path) -> None:
