@@ -32,3 +32,16 @@ def quiet_libraries() -> Iterator[None]:
             lib.set_verbosity(level)
             if bars:
                 lib.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Within the block, logger ``name`` (e.g. MLflow's notes on creating its database)
+    passes on ``level`` and above only."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)

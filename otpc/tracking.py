@@ -31,6 +31,7 @@ from filelock import FileLock
 from otpc.errors import InputError
 from otpc.params import Params, flatten
 from otpc.project import project_root
+from otpc.quiet import quiet_logger
 
 RESULTS_TAG = "otpc.results_hash"
 ABANDONED_TAG = "otpc.abandoned"
@@ -154,8 +155,10 @@ def log_study(params: Params, workdir: Path, metrics_dir: Path, outputs: dict[st
     if problems:
         raise NotReady(f"cannot log these results: {'; '.join(problems)}. Run `dvc repro` "
                        "(or `dvc pull`) first, so that they are this workspace's results.")
+    import mlflow  # noqa: F401 - configures its loggers on import, so before quieting them
+
     uri = tracking_uri()
-    with _project_lock():
+    with _project_lock(), quiet_logger("mlflow"):
         return _log_study(uri, params, workdir, metrics_dir, outputs,
                           exp_name or os.environ.get("DVC_EXP_NAME"))
 
