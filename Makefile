@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup repro test bench clean
+.PHONY: setup repro test lint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,8 +17,13 @@ setup: $(STAMP)
 repro: setup
 	PATH=$(BIN):$$PATH dvc repro
 
-test: setup
+test: setup lint
 	PATH=$(BIN):$$PATH pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff format --check --quiet .
+	$(BIN)/ruff check --quiet .
+	$(BIN)/mypy
 
 bench: setup
 	PATH=$(BIN):$$PATH $(PY) benchmarks/couple.py

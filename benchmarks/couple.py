@@ -28,20 +28,50 @@ def clouds(seed: int, block: int, count: int, n: int, d: int) -> tuple[torch.Ten
 
 @click.command()
 @click.option("--pairs", default=10_000, show_default=True, type=click.IntRange(min=1))
-@click.option("--n", "points", default=77, show_default=True, type=click.IntRange(min=1),
-              help="Points per cloud.")
+@click.option(
+    "--n",
+    "points",
+    default=77,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Points per cloud.",
+)
 @click.option("--dim", default=768, show_default=True, type=click.IntRange(min=1))
 @click.option("--method", default="ot", show_default=True, type=click.Choice(sorted(METHODS)))
-@click.option("--workers", default=os.cpu_count() or 1, show_default=True,
-              type=click.IntRange(min=1), help="Threads for couple_many.")
+@click.option(
+    "--workers",
+    default=os.cpu_count() or 1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Threads for couple_many.",
+)
 @click.option("--chunk-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--block", default=1000, show_default=True, type=click.IntRange(min=1),
-              help="Pairs drawn and coupled per call (bounds memory).")
-@click.option("--check", default=3, show_default=True, type=click.IntRange(min=0),
-              help="Pairs re-coupled one by one with `couple` to compare.")
+@click.option(
+    "--block",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Pairs drawn and coupled per call (bounds memory).",
+)
+@click.option(
+    "--check",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Pairs re-coupled one by one with `couple` to compare.",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
-def main(pairs: int, points: int, dim: int, method: str, workers: int, chunk_size: int,
-         block: int, check: int, seed: int) -> None:
+def main(
+    pairs: int,
+    points: int,
+    dim: int,
+    method: str,
+    workers: int,
+    chunk_size: int,
+    block: int,
+    check: int,
+    seed: int,
+) -> None:
     """Time couple_many on PAIRS random pairs of clouds (n x dim)."""
     coupling_s = drawing_s = cpu_s = 0.0
     costs: list[float] = []
@@ -49,8 +79,9 @@ def main(pairs: int, points: int, dim: int, method: str, workers: int, chunk_siz
         t0 = time.perf_counter()
         a, b = clouds(seed, index, min(block, pairs - start), points, dim)
         t1, c1 = time.perf_counter(), time.process_time()
-        result = couple_many(a, b, method, seeds=range(start, start + len(a)),
-                             workers=workers, chunk_size=chunk_size)
+        result = couple_many(
+            a, b, method, seeds=range(start, start + len(a)), workers=workers, chunk_size=chunk_size
+        )
         t2, c2 = time.perf_counter(), time.process_time()
         drawing_s += t1 - t0
         coupling_s += t2 - t1
@@ -59,18 +90,28 @@ def main(pairs: int, points: int, dim: int, method: str, workers: int, chunk_siz
         if index == 0:
             for p in range(min(check, len(a))):
                 single = couple(a[p].double(), b[p].double(), method, seed=start + p)
-                if not (np.array_equal(single.permutation, result[p].permutation)
-                        and np.isclose(single.cost, result[p].cost, rtol=1e-9)):
+                if not (
+                    np.array_equal(single.permutation, result[p].permutation)
+                    and np.isclose(single.cost, result[p].cost, rtol=1e-9)
+                ):
                     raise click.ClickException(f"pair {p}: couple_many disagrees with couple")
-    click.echo(f"method {method}, {pairs} pairs of {points} x {dim} clouds, {workers} worker(s), "
-               f"chunk {chunk_size}")
-    click.echo(f"coupling: {coupling_s:.2f} s total, {pairs / coupling_s:.0f} pairs/s, "
-               f"{1e3 * coupling_s / pairs:.3f} ms/pair")
-    click.echo(f"CPU time of the coupling, all threads: {cpu_s:.2f} s ({1e3 * cpu_s / pairs:.3f} ms/pair);"
-               f" load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    click.echo(
+        f"method {method}, {pairs} pairs of {points} x {dim} clouds, {workers} worker(s), "
+        f"chunk {chunk_size}"
+    )
+    click.echo(
+        f"coupling: {coupling_s:.2f} s total, {pairs / coupling_s:.0f} pairs/s, "
+        f"{1e3 * coupling_s / pairs:.3f} ms/pair"
+    )
+    click.echo(
+        f"CPU time of the coupling, all threads: {cpu_s:.2f} s ({1e3 * cpu_s / pairs:.3f} ms/pair);"
+        f" load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     click.echo(f"drawing the clouds (not timed above): {drawing_s:.2f} s")
-    click.echo(f"mean cost {np.mean(costs):.4f}; checked {min(check, pairs, block)} pair(s) "
-               "against couple()")
+    click.echo(
+        f"mean cost {np.mean(costs):.4f}; checked {min(check, pairs, block)} pair(s) "
+        "against couple()"
+    )
 
 
 if __name__ == "__main__":

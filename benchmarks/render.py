@@ -36,22 +36,43 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from otpc.embeddings import encode
 from otpc.frame_cache import FrameCache
-from otpc.models import DTYPES, ModelSpec, Resolved, load_pipeline, pick_device
-from otpc.render import FrameJob, Renderer, RenderSettings, initial_latents, render_missing
+from otpc.models import DTYPES, LoadedModel, ModelSpec, Resolved, load_pipeline, pick_device
+from otpc.params import RenderSettings
+from otpc.render import FrameJob, Renderer, initial_latents, render_missing
 
 # Stable Diffusion 1.5's U-Net and VAE configuration (shapes only; weights are random).
-SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
-                 attention_head_dim=8, norm_num_groups=32,
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-                block_out_channels=(128, 256, 512, 512), sample_size=512, norm_num_groups=32,
-                down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4)
-SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                      num_train_timesteps=1000, skip_prk_steps=True, steps_offset=1,
-                      set_alpha_to_one=False)
+SD15_UNET = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+}
+SD15_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (128, 256, 512, 512),
+    "sample_size": 512,
+    "norm_num_groups": 32,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+}
+SD15_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "set_alpha_to_one": False,
+}
 
 
 def build_sd15(device: torch.device, dtype: torch.dtype):
@@ -60,32 +81,53 @@ def build_sd15(device: torch.device, dtype: torch.dtype):
     The text encoder is a one-layer CLIP with SD 1.5's width (768): the benchmark feeds
     embeddings directly, so only its output shape matters.
     """
-    from diffusers import (AutoencoderKL, PNDMScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from otpc.tiny import write_tokenizer_files
 
     with tempfile.TemporaryDirectory() as vocab:
         write_tokenizer_files(Path(vocab))
-        tokenizer = CLIPTokenizer(f"{vocab}/vocab.json", f"{vocab}/merges.txt",
-                                  pad_token="<|endoftext|>", model_max_length=77)
+        tokenizer = CLIPTokenizer(
+            f"{vocab}/vocab.json",
+            f"{vocab}/merges.txt",
+            pad_token="<|endoftext|>",
+            model_max_length=77,
+        )
     torch.manual_seed(0)
     with torch.device(device):
         unet = UNet2DConditionModel(**SD15_UNET).to(dtype)
         vae = AutoencoderKL(**SD15_VAE).to(dtype)
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072,
-            num_hidden_layers=1, num_attention_heads=12, max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id)).to(dtype)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   unet=unet, scheduler=PNDMScheduler(**SD15_SCHEDULER),
-                                   safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=768,
+                intermediate_size=3072,
+                num_hidden_layers=1,
+                num_attention_heads=12,
+                max_position_embeddings=77,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        ).to(dtype)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=PNDMScheduler(**SD15_SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
-    pipe.otpc_resolved = Resolved("random-sd15-architecture", None, device, dtype, True)
-    return pipe
+    return LoadedModel(pipe, Resolved("random-sd15-architecture", None, device, dtype, True))
 
 
 def sync(device: torch.device) -> None:
@@ -109,12 +151,12 @@ def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int, int]:
 
 
 @torch.no_grad()
-def count_flops(pipe, height: int, width: int) -> tuple[float, float]:
+def count_flops(model: LoadedModel, height: int, width: int) -> tuple[float, float]:
     """FLOPs of one U-Net forward (one sample) and of one VAE decode (one image).
 
     Attention runs on SDPA's math backend while counting, so it is counted on every device.
     """
-    dev, dtype = pipe.otpc_resolved.device, pipe.otpc_resolved.dtype
+    pipe, dev, dtype = model.pipe, model.resolved.device, model.resolved.dtype
     lat = torch.randn(latent_shape(pipe, height, width), device=dev, dtype=dtype)
     cond = torch.randn(1, 77, pipe.unet.config.cross_attention_dim, device=dev, dtype=dtype)
     t = torch.tensor(500, device=dev)
@@ -137,13 +179,15 @@ def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
     return 2 * n**3 * reps / seconds
 
 
-def make_paths(pipe, n_paths: int, frames: int, seed: int) -> list[FrameJob]:
+def make_paths(model: LoadedModel, n_paths: int, frames: int, seed: int) -> list[FrameJob]:
     """Every frame of ``n_paths`` paths E(t) = (1 - t) A + t B[sigma] between prompt pairs,
     sigma a seeded random permutation (any coupling costs the same to render)."""
     jobs = []
     t = torch.linspace(0, 1, frames).view(-1, 1, 1)
     for i in range(n_paths):
-        a, b = encode(pipe, [f"a photo of a red cat number {i}", f"an oil painting of a house {i}"])
+        a, b = encode(
+            model, [f"a photo of a red cat number {i}", f"an oil painting of a house {i}"]
+        )
         sigma = torch.randperm(b.embeds.shape[0], generator=torch.Generator().manual_seed(seed + i))
         path = (1 - t) * a.embeds + t * b.embeds[sigma]
         jobs += [FrameJob(frame, seed + i) for frame in path]
@@ -166,8 +210,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", choices=["tiny", "sd15"], default="tiny")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
-                    help="auto: float16 on CUDA, float32 elsewhere")
+    ap.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        default="auto",
+        help="auto: float16 on CUDA, float32 elsewhere",
+    )
     ap.add_argument("--size", type=int, default=None, help="image side (default: the model's)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--guidance", type=float, default=7.5)
@@ -175,10 +223,18 @@ def main() -> None:
     ap.add_argument("--paths", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=32, help="(c)'s frames per batch")
     ap.add_argument("--decode-batch-size", type=int, default=8)
-    ap.add_argument("--a-frames", type=int, default=0,
-                    help="(a) renders only the first N frames (0: all); s/image is per frame")
-    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                    help="torch.compile the U-Net in (b) and (c) (slow to compile on a CPU)")
+    ap.add_argument(
+        "--a-frames",
+        type=int,
+        default=0,
+        help="(a) renders only the first N frames (0: all); s/image is per frame",
+    )
+    ap.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="torch.compile the U-Net in (b) and (c) (slow to compile on a CPU)",
+    )
     ap.add_argument("--compile-mode", default="default")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: default)")
     ap.add_argument("--seed", type=int, default=0)
@@ -187,43 +243,57 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    dtype_name = args.dtype if args.dtype != "auto" else (
-        "float16" if device.type == "cuda" else "float32")
+    dtype_name = (
+        args.dtype if args.dtype != "auto" else ("float16" if device.type == "cuda" else "float32")
+    )
     dtype = DTYPES[dtype_name]
     if args.arch == "sd15":
-        pipe = build_sd15(device, dtype)
+        model = build_sd15(device, dtype)
     else:
-        pipe = load_pipeline(ModelSpec("tiny", dtype=dtype_name, device=str(device)))
+        model = load_pipeline(ModelSpec("tiny", dtype=dtype_name, device=str(device)))
+    pipe = model.pipe
     scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     size = args.size or pipe.unet.config.sample_size * scale
-    jobs = make_paths(pipe, args.paths, args.frames, args.seed)
+    jobs = make_paths(model, args.paths, args.frames, args.seed)
     n = len(jobs)
     n_a = min(args.a_frames or n, n)
     cfg = args.guidance > 1.0
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device {device} ({name}), "
-          f"arch {args.arch}, {dtype_name}, {size}x{size}, {args.steps} steps, guidance "
-          f"{args.guidance}, {args.paths} paths x {args.frames} frames = {n} images, "
-          f"batch {args.batch_size}, compile {args.compile}, torch {torch.__version__}")
+    print(
+        f"device {device} ({name}), "
+        f"arch {args.arch}, {dtype_name}, {size}x{size}, {args.steps} steps, guidance "
+        f"{args.guidance}, {args.paths} paths x {args.frames} frames = {n} images, "
+        f"batch {args.batch_size}, compile {args.compile}, torch {torch.__version__}"
+    )
 
-    unet_flops, vae_flops = count_flops(pipe, size, size)
+    unet_flops, vae_flops = count_flops(model, size, size)
     peak = matmul_peak(device, dtype)
     unet_work = args.steps * (2 if cfg else 1) * unet_flops
     floor_unet, floor_all = unet_work / peak, (unet_work + vae_flops) / peak
-    print(f"FLOPs: U-Net forward {unet_flops / 1e9:.3f} GFLOP/sample, VAE decode "
-          f"{vae_flops / 1e9:.3f} GFLOP/image; {dtype_name} matmul {peak / 1e12:.2f} TFLOP/s")
+    print(
+        f"FLOPs: U-Net forward {unet_flops / 1e9:.3f} GFLOP/sample, VAE decode "
+        f"{vae_flops / 1e9:.3f} GFLOP/image; {dtype_name} matmul {peak / 1e12:.2f} TFLOP/s"
+    )
     print(f"compute floor: {floor_unet:.4f} s/image (U-Net), {floor_all:.4f} s/image (U-Net + VAE)")
 
     neg = pipe.encode_prompt("", device, 1, False)[0]
-    lats = [initial_latents(latent_shape(pipe, size, size), job.latent_seed).to(device, dtype)
-            for job in jobs]
+    lats = [
+        initial_latents(latent_shape(pipe, size, size), job.latent_seed).to(device, dtype)
+        for job in jobs
+    ]
     embeds = [job.embedding.to(device, dtype) for job in jobs]
 
     def pipeline(first: int, count: int) -> list[np.ndarray]:
-        out = pipe(prompt_embeds=torch.stack(embeds[first:first + count]),
-                   negative_prompt_embeds=neg.expand(count, -1, -1),
-                   latents=torch.cat(lats[first:first + count]), num_inference_steps=args.steps,
-                   guidance_scale=args.guidance, height=size, width=size, output_type="pil")
+        out = pipe(
+            prompt_embeds=torch.stack(embeds[first : first + count]),
+            negative_prompt_embeds=neg.expand(count, -1, -1),
+            latents=torch.cat(lats[first : first + count]),
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            height=size,
+            width=size,
+            output_type="pil",
+        )
         return [np.asarray(image) for image in out.images]
 
     # (a) one frame per call
@@ -236,42 +306,59 @@ def main() -> None:
     # (b) one call per path, optionally with a compiled channels-last U-Net
     base_unet = pipe.unet
     if args.compile:
-        pipe.unet = torch.compile(base_unet.to(memory_format=torch.channels_last),
-                                  mode=args.compile_mode)
+        pipe.unet = torch.compile(
+            base_unet.to(memory_format=torch.channels_last), mode=args.compile_mode
+        )
     warm, _ = timed(device, lambda: pipeline(0, args.frames))
     reset_memory(device)
-    seconds, images_b = timed(device, lambda: [im for p in range(args.paths)
-                                               for im in pipeline(p * args.frames, args.frames)])
+    seconds, images_b = timed(
+        device,
+        lambda: [im for p in range(args.paths) for im in pipeline(p * args.frames, args.frames)],
+    )
     s_b = seconds / n
-    print(f"(b) pipeline, {args.frames} frames/call{', compiled U-Net' if args.compile else ''}: "
-          f"{s_b:.4f} s/image ({n} images; warm-up {warm:.1f} s){peak_memory(device)}")
+    print(
+        f"(b) pipeline, {args.frames} frames/call{', compiled U-Net' if args.compile else ''}: "
+        f"{s_b:.4f} s/image ({n} images; warm-up {warm:.1f} s){peak_memory(device)}"
+    )
     pipe.unet = base_unet
     torch._dynamo.reset()
 
     # (c) otpc's Renderer into an empty frame cache
-    settings = RenderSettings(steps=args.steps, guidance=args.guidance, height=size, width=size,
-                              batch_size=args.batch_size, decode_batch_size=args.decode_batch_size,
-                              compile=args.compile, compile_mode=args.compile_mode)
-    renderer = Renderer(pipe, settings)
-    warm, _ = timed(device, lambda: renderer.render(jobs[:args.batch_size]))
+    settings = RenderSettings(
+        steps=args.steps,
+        guidance=args.guidance,
+        height=size,
+        width=size,
+        batch_size=args.batch_size,
+        decode_batch_size=args.decode_batch_size,
+        compile=args.compile,
+        compile_mode=args.compile_mode,
+    )
+    renderer = Renderer(model, settings)
+    warm, _ = timed(device, lambda: renderer.render(jobs[: args.batch_size]))
     reset_memory(device)
     with tempfile.TemporaryDirectory() as tmp:
         cache = FrameCache(Path(tmp))
         seconds, (keys, rendered) = timed(
-            device, lambda: render_missing(renderer, cache, lambda: iter(jobs), desc="(c)"))
+            device, lambda: render_missing(renderer, cache, jobs, desc="(c)")
+        )
         assert rendered == n, (rendered, n)
         images_c = [cache.get(k) for k in keys]
     s_c = seconds / n
-    print(f"(c) otpc Renderer, batch {args.batch_size}: {s_c:.4f} s/image ({n} images; "
-          f"warm-up {warm:.1f} s){peak_memory(device)}")
+    print(
+        f"(c) otpc Renderer, batch {args.batch_size}: {s_c:.4f} s/image ({n} images; "
+        f"warm-up {warm:.1f} s){peak_memory(device)}"
+    )
 
     for name, images in (("b", images_b), ("c", images_c)):
         diff = np.abs(np.stack(images[:n_a]).astype(int) - np.stack(images_a).astype(int))
         print(f"pixels ({name}) vs (a): max |diff| {diff.max()}, mean {diff.mean():.4f}")
     print(f"ratio (a)/(c): {s_a / s_c:.3f}")
     print(f"ratio (b)/(c): {s_b / s_c:.3f}")
-    print(f"(c) share of compute floor: {floor_unet / s_c:.1%} (U-Net), "
-          f"{floor_all / s_c:.1%} (U-Net + VAE)")
+    print(
+        f"(c) share of compute floor: {floor_unet / s_c:.1%} (U-Net), "
+        f"{floor_all / s_c:.1%} (U-Net + VAE)"
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,12 @@ def _has_avx2() -> bool:
     except OSError:
         pass
     try:
-        features = subprocess.run(["sysctl", "-n", "machdep.cpu.leaf7_features"],
-                                  capture_output=True, text=True, timeout=5).stdout
+        features = subprocess.run(
+            ["sysctl", "-n", "machdep.cpu.leaf7_features"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return False
     return "AVX2" in features.split()

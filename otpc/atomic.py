@@ -35,7 +35,7 @@ def _temporary(target: Path) -> str:
     """The prefix of ``target``'s temporary names for this process, after removing the
     temporaries that dead writers left beside it."""
     for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
-        pid = stale.name[len(target.name) + 2:].split(".", 1)[0]
+        pid = stale.name[len(target.name) + 2 :].split(".", 1)[0]
         if not pid.isdigit() or not _alive(int(pid)):
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -151,14 +150,16 @@ def _exact_ot(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) 
 
 
 @register_batch("ot")
-def _exact_ot_many(a: np.ndarray, b: np.ndarray, seeds: Sequence[int],
-                   options: dict[str, Any]) -> list[Coupling]:
+def _exact_ot_many(
+    a: np.ndarray, b: np.ndarray, seeds: Sequence[int], options: dict[str, Any]
+) -> list[Coupling]:
     """``ot`` for a chunk of pairs: the cost matrices in one batched product, then ot.emd each."""
     return [_ot_from_costs(m, a[p], b[p], options) for p, m in enumerate(cost_matrices(a, b))]
 
 
-def _ot_from_costs(m: np.ndarray, a: np.ndarray, b: np.ndarray, options: dict[str, Any]
-                   ) -> Coupling:
+def _ot_from_costs(
+    m: np.ndarray, a: np.ndarray, b: np.ndarray, options: dict[str, Any]
+) -> Coupling:
     """The ``ot`` coupling of A and B from their cost matrix ``m`` (n x n): ot.emd, then an
     optimal permutation, whose cost is computed from the matched rows.
 
@@ -167,16 +168,25 @@ def _ot_from_costs(m: np.ndarray, a: np.ndarray, b: np.ndarray, options: dict[st
     """
     n = m.shape[0]
     w = np.full(n, 1.0 / n)
-    plan, log = ot.emd(w, w, m, log=True, numItermax=options.get("max_iter", 1_000_000),
-                       center_dual=False, check_marginals=False)
+    plan, log = ot.emd(
+        w,
+        w,
+        m,
+        log=True,
+        numItermax=options.get("max_iter", 1_000_000),
+        center_dual=False,
+        check_marginals=False,
+    )
     if log.get("warning"):
         raise RuntimeError(f"ot.emd did not converge: {log['warning']}")
     perm = plan_to_permutation(plan, m)
     cost = permutation_cost(a, b, perm)
-    if not math.isclose(cost, float(log["cost"]), rel_tol=1e-9,
-                        abs_tol=1e-9 * max(1.0, float(m.max(initial=0.0)))):
-        raise RuntimeError(f"extracted permutation costs {cost}, but ot.emd's optimum is "
-                           f"{log['cost']}")
+    if not math.isclose(
+        cost, float(log["cost"]), rel_tol=1e-9, abs_tol=1e-9 * max(1.0, float(m.max(initial=0.0)))
+    ):
+        raise RuntimeError(
+            f"extracted permutation costs {cost}, but ot.emd's optimum is {log['cost']}"
+        )
     return Coupling("ot", cost, perm, w2=cost)
 
 
@@ -213,15 +223,10 @@ def _sinkhorn(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) 
     scale = float(m.mean()) or 1.0
     reg = float(options.get("sinkhorn_reg", 0.05))
     w = np.full(n, 1.0 / n)
-    plan = ot.sinkhorn(w, w, m / scale, reg, method="sinkhorn_stabilized", numItermax=100_000,
-                       stopThr=1e-9)
+    plan = ot.sinkhorn(
+        w, w, m / scale, reg, method="sinkhorn_stabilized", numItermax=100_000, stopThr=1e-9
+    )
     return Coupling("sinkhorn", float(np.sum(plan * m)), plan=plan, path="barycentric")
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from ``parts`` (stable across runs, platforms and orderings)."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _method(name: str) -> Method:
@@ -250,9 +255,16 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def couple_many(a: Any, b: Any, method: str, seeds: Sequence[int] | None = None, *,
-                workers: int | None = None, chunk_size: int = 8, **options: Any
-                ) -> list[Coupling]:
+def couple_many(
+    a: Any,
+    b: Any,
+    method: str,
+    seeds: Sequence[int] | None = None,
+    *,
+    workers: int | None = None,
+    chunk_size: int = 8,
+    **options: Any,
+) -> list[Coupling]:
     """Couple ``a[p]`` to ``b[p]`` for each of P pairs (a, b: P x n x d), as ``couple`` does.
 
     ``seeds[p]`` seeds pair p (default 0 for every pair, like ``couple``). Chunks of
@@ -279,8 +291,10 @@ def couple_many(a: Any, b: Any, method: str, seeds: Sequence[int] | None = None,
         stop = start + chunk_size
         if meth.batch is not None:
             return meth.batch(a_arr[start:stop], b_arr[start:stop], seed_list[start:stop], options)
-        return [meth.fn(a_arr[p], b_arr[p], seed_list[p], options)
-                for p in range(start, min(stop, pairs))]
+        return [
+            meth.fn(a_arr[p], b_arr[p], seed_list[p], options)
+            for p in range(start, min(stop, pairs))
+        ]
 
     starts = range(0, pairs, chunk_size)
     with _torch_threads(1):

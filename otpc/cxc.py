@@ -26,10 +26,10 @@ from typing import IO
 import polars as pl
 
 from otpc.atomic import atomic_path
-from otpc.models import otpc_home
 from otpc.errors import InputError
-from otpc.pairs import is_blank
 from otpc.params import DataParams
+from otpc.project import otpc_home
+from otpc.text import is_blank
 
 CAPTIONS_URL = "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip"
 CAPTIONS_MEMBER = "dataset_coco.json"
@@ -43,8 +43,9 @@ def sentid(caption_id: str) -> int:
     """The Karpathy ``sentid`` in a CxC caption id; a malformed id is an error naming it."""
     match = _ID.match(caption_id)
     if match is None:
-        raise InputError(f"CxC caption id {caption_id!r} is not of the form "
-                         "'COCO_val2014:sentid:<number>'")
+        raise InputError(
+            f"CxC caption id {caption_id!r} is not of the form 'COCO_val2014:sentid:<number>'"
+        )
     return int(match.group(1))
 
 
@@ -69,11 +70,14 @@ def download(url: str, dest: Path) -> Path:
     With ``OTPC_OFFLINE=1``, or when the fetch fails, the error names the URL and the place
     to put the file by hand.
     """
-    how = (f"Download {url} on a machine with network access and put it at {dest}, or set "
-           "data.captions to its path (the zip or the dataset_coco.json inside it)")
+    how = (
+        f"Download {url} on a machine with network access and put it at {dest}, or set "
+        "data.captions to its path (the zip or the dataset_coco.json inside it)"
+    )
     if _offline():
-        raise InputError(f"Karpathy's captions are not available offline (OTPC_OFFLINE is set). "
-                         f"{how}.")
+        raise InputError(
+            f"Karpathy's captions are not available offline (OTPC_OFFLINE is set). {how}."
+        )
     try:
         with urllib.request.urlopen(url, timeout=60) as response, atomic_path(dest) as tmp:
             with open(tmp, "wb") as fh:
@@ -93,8 +97,10 @@ def captions_file(data: DataParams) -> Path:
     if data.captions:
         path = Path(data.captions)
         if not path.is_file():
-            raise InputError(f"data.captions: {path} not found; it should be Karpathy's "
-                             f"caption_datasets.zip (or its {CAPTIONS_MEMBER}) from {CAPTIONS_URL}")
+            raise InputError(
+                f"data.captions: {path} not found; it should be Karpathy's "
+                f"caption_datasets.zip (or its {CAPTIONS_MEMBER}) from {CAPTIONS_URL}"
+            )
         return path
     cached = cached_captions_path()
     return cached if cached.is_file() else download(CAPTIONS_URL, cached)
@@ -139,8 +145,10 @@ def load_captions(path: Path, wanted: set[int]) -> dict[int, str]:
     except (json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile) as err:
         raise InputError(f"{path}: not readable as Karpathy's {CAPTIONS_MEMBER} ({err})") from err
     if not isinstance(doc, dict) or "images" not in doc or not sentences:
-        raise InputError(f"{path}: not Karpathy's caption format "
-                         '({"images": [{"sentences": [{"sentid": .., "raw": ..}]}]})')
+        raise InputError(
+            f"{path}: not Karpathy's caption format "
+            '({"images": [{"sentences": [{"sentid": .., "raw": ..}]}]})'
+        )
     return found
 
 
@@ -183,14 +191,30 @@ def read_cxc_pairs(data: DataParams, folder: Path = CXC_DIR) -> pl.DataFrame:
     absent = sorted(ids.keys() - text.keys())
     if absent:
         shown = ", ".join(ids[i] for i in absent[:5])
-        raise InputError(f"{source}: {len(absent)} caption id(s) of {path} not found: {shown}"
-                         f"{', ...' if len(absent) > 5 else ''}; is it Karpathy's "
-                         f"{CAPTIONS_MEMBER}?")
+        raise InputError(
+            f"{source}: {len(absent)} caption id(s) of {path} not found: {shown}"
+            f"{', ...' if len(absent) > 5 else ''}; is it Karpathy's "
+            f"{CAPTIONS_MEMBER}?"
+        )
     empty = [ids[i] for i in sorted(ids) if is_blank(text[i])]
     if empty:
         raise InputError(f"{source}: caption {empty[0]} is empty")
     return pl.DataFrame(
-        [{"pair_id": pid, "prompt_a": text[sentid(a)], "prompt_b": text[sentid(b)],
-          "score": score, "line": line} for pid, (a, b, score, line) in rows.items()],
-        schema={"pair_id": pl.String, "prompt_a": pl.String, "prompt_b": pl.String,
-                "score": pl.Float64, "line": pl.Int64})
+        [
+            {
+                "pair_id": pid,
+                "prompt_a": text[sentid(a)],
+                "prompt_b": text[sentid(b)],
+                "score": score,
+                "line": line,
+            }
+            for pid, (a, b, score, line) in rows.items()
+        ],
+        schema={
+            "pair_id": pl.String,
+            "prompt_a": pl.String,
+            "prompt_b": pl.String,
+            "score": pl.Float64,
+            "line": pl.Int64,
+        },
+    )

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -19,6 +20,7 @@ from safetensors.torch import save_file
 
 from otpc.atomic import write_with
 from otpc.errors import InputError
+from otpc.models import LoadedModel
 from otpc.quiet import quiet_libraries
 
 
@@ -42,32 +44,38 @@ def prompt_key(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:24]
 
 
-def token_count(pipe, prompt: str) -> tuple[int, bool]:
+def token_count(pipe: Any, prompt: str) -> tuple[int, bool]:
     """Tokens of ``prompt`` (with start/end tokens) and whether the pipeline truncates it."""
     ids = pipe.tokenizer(prompt, truncation=False).input_ids
     return len(ids), len(ids) > pipe.tokenizer.model_max_length
 
 
 @torch.no_grad()
-def encode(pipe, prompts: list[str]) -> list[PromptEmbedding]:
+def encode(model: LoadedModel, prompts: list[str]) -> list[PromptEmbedding]:
     """Encode ``prompts`` with the pipeline's own ``encode_prompt`` (no CFG, one image)."""
-    device = pipe.otpc_resolved.device
     with quiet_libraries():  # the pipeline would print the text a long prompt loses
-        out = encode_batch(pipe, prompts, device)
-        counts = [token_count(pipe, prompt) for prompt in prompts]
-    result = []
-    for i, (prompt, (n, truncated)) in enumerate(zip(prompts, counts)):
-        pooled = out[1][i].float().cpu() if out[1] is not None else None
-        result.append(PromptEmbedding(prompt, out[0][i].float().cpu(), n, truncated, pooled))
-    return result
+        embeds, pooled = encode_batch(model.pipe, prompts, model.resolved.device)
+        counts = [token_count(model.pipe, prompt) for prompt in prompts]
+    return [
+        PromptEmbedding(
+            prompt,
+            embeds[i].float().cpu(),
+            n,
+            truncated,
+            None if pooled is None else pooled[i].float().cpu(),
+        )
+        for i, (prompt, (n, truncated)) in enumerate(zip(prompts, counts, strict=True))
+    ]
 
 
-def encode_batch(pipe, prompts: list[str], device: torch.device
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def encode_batch(
+    pipe: Any, prompts: list[str], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(prompt_embeds, pooled or None) for a list of prompts, via ``pipe.encode_prompt``."""
     if hasattr(pipe, "text_encoder_2"):  # SDXL: two encoders, plus a pooled vector
         embeds, _, pooled, _ = pipe.encode_prompt(
-            prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+            prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
         return embeds, pooled
     embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
     return embeds, None
@@ -79,8 +87,12 @@ def save(folder: Path, emb: PromptEmbedding) -> Path:
     tensors = {"embeds": emb.embeds.contiguous()}
     if emb.pooled is not None:
         tensors["pooled"] = emb.pooled.contiguous()
-    meta = {"otpc": json.dumps({"prompt": emb.prompt, "n_tokens": emb.n_tokens,
-                                "truncated": emb.truncated}, sort_keys=True)}
+    meta = {
+        "otpc": json.dumps(
+            {"prompt": emb.prompt, "n_tokens": emb.n_tokens, "truncated": emb.truncated},
+            sort_keys=True,
+        )
+    }
     write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return path
 
@@ -91,8 +103,15 @@ def load(folder: Path, key: str) -> PromptEmbedding:
     try:
         with safe_open(str(path), "pt") as fh:
             meta = json.loads((fh.metadata() or {})["otpc"])
-            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118 - not iterable
     except (FileNotFoundError, SafetensorError, OSError, KeyError, ValueError) as err:
-        raise InputError(f"{path}: missing or unreadable embedding ({err}); re-run `embed`") from err
-    return PromptEmbedding(meta["prompt"], tensors["embeds"], int(meta["n_tokens"]),
-                           bool(meta["truncated"]), tensors.get("pooled"))
+        raise InputError(
+            f"{path}: missing or unreadable embedding ({err}); re-run `embed`"
+        ) from err
+    return PromptEmbedding(
+        meta["prompt"],
+        tensors["embeds"],
+        int(meta["n_tokens"]),
+        bool(meta["truncated"]),
+        tensors.get("pooled"),
+    )

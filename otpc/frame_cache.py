@@ -65,8 +65,10 @@ class FrameCache:
         pixels, text = png.decode(data, path)
         recorded = text.get(CHUNK, "").split()
         if recorded[:1] != [key]:
-            raise ValueError(f"{path}: holds the frame of another key "
-                             f"({recorded[0] if recorded else 'none recorded'})")
+            raise ValueError(
+                f"{path}: holds the frame of another key "
+                f"({recorded[0] if recorded else 'none recorded'})"
+            )
         if recorded[1:] != [pixel_digest(pixels)]:
             raise ValueError(f"{path}: its pixels are not the ones recorded for its key")
         return data, pixels

@@ -44,6 +44,7 @@ def save_gif(path: Path, frames: Sequence[np.ndarray], ms_per_frame: int = 120) 
     seq = list(frames) + list(frames[-2:0:-1])
     images = [Image.fromarray(f) for f in seq]
     buf = io.BytesIO()
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
-                   duration=ms_per_frame, loop=0)
+    images[0].save(
+        buf, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0
+    )
     write_bytes(path, buf.getvalue())

@@ -1,5 +1,6 @@
 """Model presets and loading: every model, the tiny ones included, goes through
-``DiffusionPipeline.from_pretrained``.
+``DiffusionPipeline.from_pretrained``. ``load_pipeline`` returns the pipeline together with
+what it was resolved to (``LoadedModel``).
 
 Hub models are fetched (or found in the Hugging Face cache; offline mode is honoured) with
 diffusers' own ``DiffusionPipeline.download``, and the revision is recorded as the commit
@@ -9,15 +10,17 @@ that was actually loaded, so a moving branch such as ``main`` never reuses stale
 from __future__ import annotations
 
 import hashlib
-
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from otpc.errors import InputError, ModelError
+from otpc.params import ModelSpec
 from otpc.quiet import quiet_libraries
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -32,36 +35,38 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(None, None, "float32", "tiny SD-1.x-shaped pipeline, random weights"),
-    "tiny-sd2": Preset(None, None, "float32",
-                       "tiny SD-2-shaped pipeline (v-prediction, DDIM), random weights"),
-    "tiny-sdxl": Preset(None, None, "float32",
-                        "tiny SDXL-shaped pipeline (two text encoders), random weights"),
-    "sd15": Preset("stable-diffusion-v1-5/stable-diffusion-v1-5", "main", "float16",
-                   "Stable Diffusion 1.5, 77 x 768"),
-    "sd21": Preset("stabilityai/stable-diffusion-2-1-base", "main", "float16",
-                   "Stable Diffusion 2.1 base (epsilon prediction, 512 px), 77 x 1024"),
-    "sdxl": Preset("stabilityai/stable-diffusion-xl-base-1.0", "main", "float16",
-                   "SDXL base: 77 x 2048 rows plus a pooled 1280 vector (VAE decodes in fp32)"),
+    "tiny-sd2": Preset(
+        None, None, "float32", "tiny SD-2-shaped pipeline (v-prediction, DDIM), random weights"
+    ),
+    "tiny-sdxl": Preset(
+        None, None, "float32", "tiny SDXL-shaped pipeline (two text encoders), random weights"
+    ),
+    "sd15": Preset(
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "main",
+        "float16",
+        "Stable Diffusion 1.5, 77 x 768",
+    ),
+    "sd21": Preset(
+        "stabilityai/stable-diffusion-2-1-base",
+        "main",
+        "float16",
+        "Stable Diffusion 2.1 base (epsilon prediction, 512 px), 77 x 1024",
+    ),
+    "sdxl": Preset(
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        "main",
+        "float16",
+        "SDXL base: 77 x 2048 rows plus a pooled 1280 vector (VAE decodes in fp32)",
+    ),
 }
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
-          "bfloat16": torch.bfloat16}
-
-
-def otpc_home() -> Path:
-    """otpc's own cache folder (tiny models, downloaded data): ``$OTPC_HOME`` or
-    ``~/.cache/otpc``."""
-    return Path(os.environ.get("OTPC_HOME", Path.home() / ".cache" / "otpc"))
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What to load: a preset name, hub id or local folder, and how."""
-
-    name: str = "tiny"
-    revision: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
+DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 
 
 @dataclass(frozen=True)
@@ -127,24 +132,28 @@ def _source(spec: ModelSpec) -> tuple[str, str | None, bool]:
         from otpc.tiny import tiny_model_dir
 
         return str(tiny_model_dir(kind=spec.name)), None, True
-    if preset is not None:
+    if preset is not None and preset.repo is not None:
         return preset.repo, spec.revision or preset.revision, False
     if Path(spec.name).is_dir():
         folder = Path(spec.name).resolve()
         if not (folder / "model_index.json").is_file():
-            raise ValueError(f"{spec.name!r} is a folder but not a diffusers pipeline (it has no "
-                             "model_index.json); save one with pipe.save_pretrained(folder)")
+            raise InputError(
+                f"{spec.name!r} is a folder but not a diffusers pipeline (it has no "
+                "model_index.json); save one with pipe.save_pretrained(folder)"
+            )
         return str(folder), None, (folder / "OTPC_TINY.json").exists()
     if "/" in spec.name:
         return spec.name, spec.revision, False
-    raise ValueError(f"model {spec.name!r} is not a preset ({', '.join(PRESETS)}), "
-                     "a hub id (owner/name) or an existing local folder")
+    raise InputError(
+        f"model {spec.name!r} is not a preset ({', '.join(PRESETS)}), "
+        "a hub id (owner/name) or an existing local folder"
+    )
 
 
 def config_folder(spec: ModelSpec) -> Path:
     """A folder with the model's configuration files (no weights): the local folder, or the
     hub snapshot's JSON files, fetched into (or, offline, found in) the Hugging Face cache.
-    ``RuntimeError`` with the command that fetches the model if they cannot be had."""
+    ``ModelError`` with the command that fetches the model if they cannot be had."""
     source, revision, _ = _source(spec)
     if Path(source).is_dir():
         return Path(source)
@@ -152,11 +161,13 @@ def config_folder(spec: ModelSpec) -> Path:
 
     try:
         return Path(snapshot_download(source, revision=revision, allow_patterns=["*.json"]))
-    except Exception as err:  # noqa: BLE001 - offline, unknown repo, network: all say how to fetch
+    except Exception as err:
         res = Resolved(source, revision, torch.device("cpu"), torch.float32, False)
         where = "is not in the cache (offline)" if _offline() else "could not be fetched"
-        raise RuntimeError(f"model {source!r} (revision {revision}) {where}: "
-                           f"{type(err).__name__}\n{fetch_hint(res)}") from err
+        raise ModelError(
+            f"model {source!r} (revision {revision}) {where}: "
+            f"{type(err).__name__}\n{fetch_hint(res)}"
+        ) from err
 
 
 def resolve(spec: ModelSpec) -> Resolved:
@@ -180,10 +191,12 @@ def fetch_hint(res: Resolved) -> str:
     from huggingface_hub import constants
 
     rev = f", revision={res.revision!r}" if res.revision else ""
-    return ("Fetch it on a machine with network access with\n  python -c \"from diffusers import "
-            f"DiffusionPipeline as P; P.download({res.source!r}{rev})\"\n"
-            f"It lands in the Hugging Face cache (here {constants.HF_HUB_CACHE}; copy it over or "
-            "point HF_HOME at it); or set model.name to a local diffusers folder.")
+    return (
+        'Fetch it on a machine with network access with\n  python -c "from diffusers import '
+        f'DiffusionPipeline as P; P.download({res.source!r}{rev})"\n'
+        f"It lands in the Hugging Face cache (here {constants.HF_HUB_CACHE}; copy it over or "
+        "point HF_HOME at it); or set model.name to a local diffusers folder."
+    )
 
 
 def _no_safety_checker(folder: str) -> dict[str, object]:
@@ -194,27 +207,42 @@ def _no_safety_checker(folder: str) -> dict[str, object]:
     return {"safety_checker": None, "requires_safety_checker": False}
 
 
-def load_pipeline(spec: ModelSpec):  # -> diffusers.DiffusionPipeline
-    """Load the pipeline for ``spec`` with ``from_pretrained`` and move it to its device."""
+@dataclass(frozen=True)
+class LoadedModel:
+    """A diffusers pipeline on its device, and what its spec was resolved to."""
+
+    pipe: Any  # diffusers.DiffusionPipeline (imported lazily: importing diffusers is slow)
+    resolved: Resolved
+
+
+def load_pipeline(spec: ModelSpec) -> LoadedModel:
+    """Load the pipeline for ``spec`` with ``from_pretrained`` and move it to its device;
+    ``ModelError`` (with the command that fetches it) if it cannot be loaded."""
     from diffusers import DiffusionPipeline
 
     res = resolve(spec)
     local = Path(res.source).is_dir()
     try:
         # safetensors only: weights are never unpickled.
-        folder = res.source if local else DiffusionPipeline.download(
-            res.source, revision=res.revision, use_safetensors=True)
+        folder = (
+            res.source
+            if local
+            else DiffusionPipeline.download(res.source, revision=res.revision, use_safetensors=True)
+        )
         with quiet_libraries():
-            pipe = DiffusionPipeline.from_pretrained(folder, dtype=res.dtype, use_safetensors=True,
-                                                     **_no_safety_checker(folder))
+            pipe = DiffusionPipeline.from_pretrained(
+                folder, dtype=res.dtype, use_safetensors=True, **_no_safety_checker(folder)
+            )
     except (OSError, ValueError) as err:
         what = f"{res.source!r} (revision {res.revision})"
-        hint = (f"Hugging Face offline mode is on and model {what} is not in the cache"
-                if _offline() and not local else f"could not load model {what}")
-        raise RuntimeError(f"{hint}: {err}\n{fetch_hint(res)}") from err
+        hint = (
+            f"Hugging Face offline mode is on and model {what} is not in the cache"
+            if _offline() and not local
+            else f"could not load model {what}"
+        )
+        raise ModelError(f"{hint}: {err}\n{fetch_hint(res)}") from err
     if not local:  # the snapshot folder is named by the commit that was loaded
         res = replace(res, revision=Path(folder).name)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(res.device)
-    pipe.otpc_resolved = res
-    return pipe
+    return LoadedModel(pipe, res)

@@ -1,6 +1,6 @@
 """Prompt pairs: read a source table, validate it, put pairs in similarity groups, sample.
 
-The pairs table has one row per pair: ``pair_id, prompt_a, prompt_b, score, group``.
+The result is the pairs table (``otpc.tables.PAIRS``), one row per pair.
 Pair ids come from the pair's content, so seeds derived from them do not depend on row order.
 """
 
@@ -9,21 +9,21 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import math
 import re
-import unicodedata
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from otpc.couplings import derive_seed
 from otpc.errors import InputError
+from otpc.seeds import derive_seed
+from otpc.tables import PAIRS
+from otpc.text import is_blank, shorten
 
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
-PAIR_SCHEMA = {"pair_id": pl.String, "prompt_a": pl.String, "prompt_b": pl.String,
-               "score": pl.Float64, "group": pl.String}
 
 
 def pair_id_for(a: str, b: str) -> str:
@@ -34,8 +34,8 @@ def pair_id_for(a: str, b: str) -> str:
 def group_labels(bins: Sequence[float]) -> list[str]:
     """Labels of the bins [b0,b1) [b1,b2) ... [b_{m-1},b_m] (the last one closed)."""
     edges = list(bins)
-    labels = [f"[{_fmt(lo)},{_fmt(hi)})" for lo, hi in zip(edges[:-2], edges[1:-1])]
-    return labels + [f"[{_fmt(edges[-2])},{_fmt(edges[-1])}]"]
+    labels = [f"[{_fmt(lo)},{_fmt(hi)})" for lo, hi in itertools.pairwise(edges[:-1])]
+    return [*labels, f"[{_fmt(edges[-2])},{_fmt(edges[-1])}]"]
 
 
 def _fmt(x: float) -> str:
@@ -49,12 +49,6 @@ def assign_group(score: float, bins: Sequence[float]) -> str | None:
         return labels[-1]
     i = int(np.searchsorted(bins, score, side="right")) - 1
     return labels[i] if 0 <= i < len(labels) else None
-
-
-def is_blank(text: str | None) -> bool:
-    """True if ``text`` shows nothing: empty, or only spaces, control and format characters
-    (zero-width space, joiners, BOM) and combining marks."""
-    return text is None or all(unicodedata.category(ch)[0] in "CZM" for ch in text)
 
 
 def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
@@ -73,8 +67,9 @@ def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
         start = reader.line_num + 1
 
 
-def read_csv_pairs(path: Path, prompt_a: str, prompt_b: str, score: str,
-                   id_column: str | None = None) -> pl.DataFrame:
+def read_csv_pairs(
+    path: Path, prompt_a: str, prompt_b: str, score: str, id_column: str | None = None
+) -> pl.DataFrame:
     """Read and validate a CSV of prompt pairs; errors name the file, line and column.
 
     Returns ``pair_id, prompt_a, prompt_b, score, line`` (the line where each record starts).
@@ -86,7 +81,7 @@ def read_csv_pairs(path: Path, prompt_a: str, prompt_b: str, score: str,
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
+        line = raw[: err.start].count(b"\n") + 1
         raise InputError(f"{path}: line {line} is not valid UTF-8 ({err.reason})") from err
     records = _records(path, text)
     header_line, header = next(records, (1, []))
@@ -100,8 +95,10 @@ def read_csv_pairs(path: Path, prompt_a: str, prompt_b: str, score: str,
     rows = []
     for line, fields in records:
         if len(fields) != len(header):
-            raise InputError(f"{path}: line {line}: {len(fields)} field(s), but the header "
-                             f"(line {header_line}) has {len(header)}")
+            raise InputError(
+                f"{path}: line {line}: {len(fields)} field(s), but the header "
+                f"(line {header_line}) has {len(header)}"
+            )
         rec = {name: fields[i] for name, i in column.items()}
         a, b = rec[prompt_a], rec[prompt_b]
         for col, val in ((prompt_a, a), (prompt_b, b)):
@@ -110,26 +107,24 @@ def read_csv_pairs(path: Path, prompt_a: str, prompt_b: str, score: str,
         try:
             s = float(rec[score])
         except ValueError:
-            raise InputError(f"{path}: line {line}: column {score!r} is not a number: "
-                             f"{shorten(rec[score])!r}") from None
+            raise InputError(
+                f"{path}: line {line}: column {score!r} is not a number: {shorten(rec[score])!r}"
+            ) from None
         if math.isnan(s) or math.isinf(s):
             raise InputError(f"{path}: line {line}: column {score!r} is {s}")
         pid = rec[id_column] if id_column else pair_id_for(a, b)
         if not SAFE_ID.fullmatch(pid or ""):
-            raise InputError(f"{path}: line {line}: column {id_column!r} must be a non-empty id "
-                             f"of letters, digits, '.', '_' or '-' (it names files), got "
-                             f"{shorten(pid)!r}")
+            raise InputError(
+                f"{path}: line {line}: column {id_column!r} must be a non-empty id "
+                f"of letters, digits, '.', '_' or '-' (it names files), got "
+                f"{shorten(pid)!r}"
+            )
         rows.append({"pair_id": pid, "prompt_a": a, "prompt_b": b, "score": s, "line": line})
     if not rows:
         raise InputError(f"{path}: no pairs")
     out = pl.DataFrame(rows)
     check_unique_ids(out, path)
     return out
-
-
-def shorten(text: str, width: int = 60) -> str:
-    """``text`` cut to ``width`` characters for messages (a prompt may be very long)."""
-    return text if len(text) <= width else f"{text[:width - 3]}..."
 
 
 def check_unique_ids(df: pl.DataFrame, path: Path) -> None:
@@ -145,18 +140,21 @@ def make_groups(df: pl.DataFrame, bins: Sequence[float], source: str) -> pl.Data
     if ``df`` has a ``line`` column, its line."""
     groups = []
     lines = df["line"].to_list() if "line" in df.columns else [None] * len(df)
-    for (pid, s), line in zip(df.select("pair_id", "score").iter_rows(), lines):
+    for (pid, s), line in zip(df.select("pair_id", "score").iter_rows(), lines, strict=True):
         g = assign_group(s, bins)
         if g is None:
             where = f"line {line}: " if line is not None else ""
-            raise InputError(f"{source}: {where}pair {pid!r} has score {s}, outside the bins "
-                             f"[{bins[0]}, {bins[-1]}] (data.bins)")
+            raise InputError(
+                f"{source}: {where}pair {pid!r} has score {s}, outside the bins "
+                f"[{bins[0]}, {bins[-1]}] (data.bins)"
+            )
         groups.append(g)
     return df.with_columns(pl.Series("group", groups, pl.String))
 
 
-def sample_groups(df: pl.DataFrame, bins: Sequence[float], n_per_group: int, seed: int,
-                  source: str) -> pl.DataFrame:
+def sample_groups(
+    df: pl.DataFrame, bins: Sequence[float], n_per_group: int, seed: int, source: str
+) -> pl.DataFrame:
     """Draw up to ``n_per_group`` pairs per group; a group with no pairs is an error.
 
     The draw depends only on the seed, the group and the set of pair ids (not row order).
@@ -169,6 +167,6 @@ def sample_groups(df: pl.DataFrame, bins: Sequence[float], n_per_group: int, see
         if members.is_empty():
             raise InputError(f"{source}: similarity group {label} (data.bins) has no pairs")
         rng = np.random.default_rng(derive_seed(seed, "sample", label))
-        take = np.sort(rng.permutation(len(members))[:min(n_per_group, len(members))])
+        take = np.sort(rng.permutation(len(members))[: min(n_per_group, len(members))])
         parts.append(members[take.tolist()])
-    return pl.concat(parts).select(list(PAIR_SCHEMA)).cast(PAIR_SCHEMA)
+    return PAIRS.conform(pl.concat(parts))

@@ -1,24 +1,51 @@
-"""The schema of ``params.yaml``, checked before any stage does work.
+"""The schema of ``params.yaml``: every setting's one definition and one default.
 
-Every problem is reported at once, each with its dotted key, the bad value and what is
-allowed. The file must be UTF-8 YAML without duplicate keys, and must hold every key that
-``dvc.yaml`` (beside it) lists as a stage parameter. Checks that need the model's
-configuration or this machine (sizes, steps, device, writable caches) are in
-``otpc.preflight``.
+The sections are what the library takes too (``ModelSpec`` tells ``otpc.models`` what to
+load, ``RenderSettings`` tells ``otpc.render`` how to render); ``params.yaml`` holds the
+study's values. ``load_params`` reports every problem at once, each with its dotted key, the
+bad value and what is allowed. The file must be UTF-8 YAML without duplicate keys, and must
+hold every key that ``dvc.yaml`` (beside it) lists as a stage parameter. Checks that need a
+registry, the model's configuration or this machine (coupling methods, model names, sizes,
+steps, device, writable caches) are in ``otpc.preflight``.
+
+This module imports no torch: every stage reads it, and it must not make them depend on the
+rest of the library.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic.dataclasses import dataclass as validated
 
-from otpc.couplings import METHODS
-from otpc.models import PRESETS
-from otpc.perceptual import BACKBONE_WEIGHTS
+from otpc.errors import ParamsError
+from otpc.study.layout import FRAME_CACHE
+
+LpipsNet = Literal["alex", "vgg", "squeeze"]
+Dtype = Literal["auto", "float64", "float32", "float16", "bfloat16"]
+DEVICE = r"auto|cpu|mps|cuda(:\d+)?"
+
+# Marks a setting that changes speed or memory but never pixels: not part of a frame's key,
+# and not a parameter the render stage depends on.
+SPEED_ONLY: dict[str, Any] = {"pixels": False}
+
+
+def speed_only(model: type[BaseModel]) -> set[str]:
+    """The fields of ``model`` marked ``SPEED_ONLY``."""
+    return {
+        name for name, field in model.model_fields.items() if field.json_schema_extra == SPEED_ONLY
+    }
 
 
 def _not_blank(value: str, what: str) -> str:
@@ -27,54 +54,74 @@ def _not_blank(value: str, what: str) -> str:
     return value
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@validated(frozen=True, config=ConfigDict(extra="forbid"))
+class ModelSpec:
+    """What to load: a preset (``otpc methods`` lists them), hub id (owner/name) or local
+    diffusers folder, and how."""
 
-
-class ModelParams(_Section):
     name: str = "tiny"
-    revision: str | None = None
-    dtype: Literal["auto", "float64", "float32", "float16", "bfloat16"] = "auto"
-    device: str = "auto"
+    revision: str | None = None  # None: the preset's pinned revision
+    dtype: Dtype = "auto"  # auto: float16 on CUDA (presets), float64 on the CPU
+    device: str = "auto"  # auto: cuda, then mps, then cpu
 
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v == "auto":
-            return v
-        try:
-            torch.device(v)
-        except RuntimeError:
-            raise ValueError("not a device: use auto, cpu, cuda, cuda:<index> or mps") from None
+        if not re.fullmatch(DEVICE, v):
+            raise ValueError("not a device: use auto, cpu, cuda, cuda:<index> or mps")
         return v
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v in PRESETS or "/" in v or Path(v).is_dir():
-            return v
-        raise ValueError(f"unknown model preset {v!r}; use one of {sorted(PRESETS)}, "
-                         "a hub id (owner/name) or a local diffusers folder")
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RenderSettings(_Section):
+    """Everything besides the model and the embedding that decides a frame's pixels, plus how
+    frames are batched and whether the U-Net is compiled (``SPEED_ONLY``)."""
+
+    steps: int = Field(50, ge=1, le=1000, description="denoising steps")
+    guidance: float = Field(7.5, ge=0, le=100, description="CFG scale (at most 1: no CFG)")
+    height: int | None = Field(None, ge=8, le=8192, description="None: the model's default")
+    width: int | None = Field(None, ge=8, le=8192, description="None: the model's default")
+    batch_size: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        json_schema_extra=SPEED_ONLY,
+        description="frames per U-Net batch (CFG doubles it)",
+    )
+    decode_batch_size: int = Field(
+        8, ge=1, le=4096, json_schema_extra=SPEED_ONLY, description="latents per VAE decode"
+    )
+    compile: bool = Field(
+        False,
+        json_schema_extra=SPEED_ONLY,
+        description="torch.compile the U-Net (worth it on a GPU)",
+    )
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = Field("default", json_schema_extra=SPEED_ONLY)
 
 
 class DataParams(_Section):
-    source: Literal["csv", "cxc"] = "csv"
+    source: Literal["csv", "cxc"] = "csv"  # csv: two prompt columns and a score; cxc: CxC STS
     path: str = "data/cxc/readme_examples.csv"
     prompt_a: str = "caption1"
     prompt_b: str = "caption2"
     score: str = "rating"
-    id_column: str | None = None
-    captions: str | None = None
+    id_column: str | None = None  # None: ids derived from the prompts' text
+    captions: str | None = None  # cxc: Karpathy's dataset_coco.json or its zip (None: download)
     split: Literal["val", "test"] = "val"
     sampling_method: Literal["c2c_cocaption", "c2c_isim", "both"] = "both"
-    bins: list[float] = Field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
+    bins: list[float] = Field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
     n_per_group: int = Field(3, ge=1, le=100_000)
     seed: int = Field(0, ge=0)
 
     @field_validator("bins")
     @classmethod
     def _increasing(cls, v: list[float]) -> list[float]:
-        if len(v) < 2 or any(b <= a for a, b in zip(v, v[1:])):
+        if len(v) < 2 or any(b <= a for a, b in itertools.pairwise(v)):
             raise ValueError(f"bins must be at least two strictly increasing edges, got {v}")
         return v
 
@@ -82,47 +129,36 @@ class DataParams(_Section):
 class CoupleParams(_Section):
     methods: list[str] = Field(default_factory=lambda: ["clip", "ot", "random"])
     random_replicates: int = Field(3, ge=1, le=1000)
-    sinkhorn_reg: float = Field(0.05, gt=0, le=100)
+    sinkhorn_reg: float = Field(0.05, gt=0, le=100)  # relative to the mean squared distance
     seed: int = Field(0, ge=0)
 
     @field_validator("methods")
     @classmethod
-    def _registered(cls, v: list[str]) -> list[str]:
-        unknown = [m for m in v if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; registered: {sorted(METHODS)}")
+    def _distinct(cls, v: list[str]) -> list[str]:
         if not v or len(set(v)) != len(v):
             raise ValueError(f"methods must be a non-empty list without repeats, got {v}")
         return v
 
 
-class RenderParams(_Section):
-    frames: int = Field(7, ge=2, le=1000)
-    steps: int = Field(20, ge=1, le=1000)
-    guidance: float = Field(7.5, ge=0, le=100)
-    height: int | None = Field(None, ge=8, le=8192)
-    width: int | None = Field(None, ge=8, le=8192)
-    seed: int = Field(0, ge=0)
-    batch_size: int = Field(32, ge=1, le=4096)
-    decode_batch_size: int = Field(8, ge=1, le=4096)
-    compile: bool = False
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
-                          "max-autotune-no-cudagraphs"] = "default"
-    cache_dir: str = ".otpc_cache/frames"
+class RenderParams(RenderSettings):
+    """``RenderSettings`` plus where paths are sampled (``frames``), the noise seed and the
+    frame cache."""
+
+    frames: int = Field(9, ge=2, le=1000, description="frames per path, ends included")
+    seed: int = Field(0, ge=0, description="noise seed (with the pair id)")
+    cache_dir: str = Field(FRAME_CACHE, json_schema_extra=SPEED_ONLY)
 
     _cache_dir = field_validator("cache_dir")(lambda v: _not_blank(v, "a folder for frames"))
 
+    @classmethod
+    def pixel_keys(cls) -> list[str]:
+        """The fields that decide a frame's pixels (what the render stage depends on)."""
+        return [name for name in cls.model_fields if name not in speed_only(cls)]
+
 
 class ScoreParams(_Section):
-    net: str = "alex"
+    net: LpipsNet = "alex"
     batch_size: int = Field(64, ge=1, le=4096)
-
-    @field_validator("net")
-    @classmethod
-    def _net(cls, v: str) -> str:
-        if v not in BACKBONE_WEIGHTS:
-            raise ValueError(f"LPIPS net {v!r} does not exist; choose one of {sorted(BACKBONE_WEIGHTS)}")
-        return v
 
 
 class AggregateParams(_Section):
@@ -133,19 +169,16 @@ class AggregateParams(_Section):
 
 
 class Params(_Section):
-    study: str = "otpc"
+    study: str = "otpc"  # the MLflow experiment
 
     _study = field_validator("study")(lambda v: _not_blank(v, "the MLflow experiment's name"))
-    model: ModelParams = Field(default_factory=ModelParams)
+
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec())
     data: DataParams = Field(default_factory=DataParams)
     couple: CoupleParams = Field(default_factory=CoupleParams)
     render: RenderParams = Field(default_factory=RenderParams)
     score: ScoreParams = Field(default_factory=ScoreParams)
     aggregate: AggregateParams = Field(default_factory=AggregateParams)
-
-
-class ParamsError(ValueError):
-    """``params.yaml`` is invalid; the message lists every problem."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -157,8 +190,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if key in lines:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first on line {lines[key]})",
-                    key_node.start_mark)
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first on line {lines[key]})",
+                    key_node.start_mark,
+                )
             lines[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
 
@@ -172,10 +208,10 @@ def read_yaml(path: Path) -> object:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
+        line = raw[: err.start].count(b"\n") + 1
         raise ParamsError(f"{path}: line {line} is not valid UTF-8 ({err.reason})") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -204,30 +240,57 @@ def _has_key(raw: object, dotted: str) -> bool:
     return True
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate ``path``; raises ``ParamsError`` listing every problem."""
-    path = Path(path)
+def read_params(path: Path) -> dict[str, Any]:
+    """The raw mapping in ``path``; ``ParamsError`` if it is not a non-empty YAML mapping."""
     raw = read_yaml(path)
     if raw is None:
-        raise ParamsError(f"{path}: the file is empty; it must define the study's parameters "
-                          "(study, model, data, couple, render, score, aggregate)")
+        raise ParamsError(
+            f"{path}: the file is empty; it must define the study's parameters "
+            "(study, model, data, couple, render, score, aggregate)"
+        )
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def schema_problems(raw: dict[str, Any], path: Path) -> tuple[Params | None, list[str]]:
+    """``raw`` validated (None if invalid), and every problem: schema errors, and keys that
+    ``dvc.yaml`` beside ``path`` needs but ``raw`` lacks."""
     problems: list[str] = []
     dvc_yaml = path.parent / "dvc.yaml"
     if dvc_yaml.is_file():
-        problems += [f"  {key}: missing (dvc.yaml's stage {stage!r} depends on it)"
-                     for key, stage in dvc_param_keys(dvc_yaml, path.name).items()
-                     if not _has_key(raw, key)]
+        problems += [
+            problem(key, None, f"missing (dvc.yaml's stage {stage!r} depends on it)")
+            for key, stage in dvc_param_keys(dvc_yaml, path.name).items()
+            if not _has_key(raw, key)
+        ]
     try:
         params = Params.model_validate(raw)
     except ValidationError as err:
         for e in err.errors():
             key = ".".join(str(p) for p in e["loc"])
-            message = e["msg"].removeprefix("Value error, ")
-            problems.append(f"  {key} = {e.get('input')!r}: {message}")
+            problems.append(problem(key, e.get("input"), e["msg"].removeprefix("Value error, ")))
+        return None, problems
+    return params, problems
+
+
+def problem(key: str, value: object, message: str) -> str:
+    """One line of a problem list: the dotted key, the value (None: absent) and what is wrong."""
+    return f"  {key}: {message}" if value is None else f"  {key} = {value!r}: {message}"
+
+
+def raise_problems(path: Path, problems: list[str]) -> None:
+    """``ParamsError`` listing ``problems`` of the params file ``path``, if there are any."""
     if problems:
         raise ParamsError("\n".join([f"{path}: {len(problems)} problem(s):", *problems]))
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``path``; raises ``ParamsError`` listing every problem."""
+    path = Path(path)
+    params, problems = schema_problems(read_params(path), path)
+    raise_problems(path, problems)
+    assert params is not None
     return params
 
 

@@ -57,8 +57,9 @@ def _slerp_rows(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tens
     return direction * ((1 - tt) * na + tt * nb)
 
 
-def interpolate(a: torch.Tensor, target: torch.Tensor, ts: np.ndarray | torch.Tensor,
-                kind: str = "linear") -> torch.Tensor:
+def interpolate(
+    a: torch.Tensor, target: torch.Tensor, ts: np.ndarray | torch.Tensor, kind: str = "linear"
+) -> torch.Tensor:
     """Frames of the path from ``a`` to ``target`` (already coupled), shape (K, ..., n, d).
 
     ``a`` and ``target`` may carry leading batch dimensions (P, n, d) for many paths at once.
@@ -81,8 +82,9 @@ def interpolate(a: torch.Tensor, target: torch.Tensor, ts: np.ndarray | torch.Te
     return frames
 
 
-def path_frames(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, coupling: Coupling,
-                ts: np.ndarray) -> torch.Tensor:
+def path_frames(
+    a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, coupling: Coupling, ts: np.ndarray
+) -> torch.Tensor:
     """Frames (K, n, d) of the path from A to B under ``coupling``."""
     a_t = torch.as_tensor(a)
     b_np = b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else np.asarray(b)
@@ -90,8 +92,9 @@ def path_frames(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, coup
     return interpolate(a_t, target, ts, coupling.path)
 
 
-def batched_paths(a: torch.Tensor, b: torch.Tensor, perms: torch.Tensor,
-                  ts: np.ndarray) -> torch.Tensor:
+def batched_paths(
+    a: torch.Tensor, b: torch.Tensor, perms: torch.Tensor, ts: np.ndarray
+) -> torch.Tensor:
     """Linear paths for P permutation couplings at once: a, b (P, n, d), perms (P, n).
 
     Returns (P, K, n, d).
@@ -99,3 +102,20 @@ def batched_paths(a: torch.Tensor, b: torch.Tensor, perms: torch.Tensor,
     idx = perms.long().unsqueeze(-1).expand(-1, -1, b.shape[-1])
     target = torch.gather(b, 1, idx)
     return interpolate(a, target, ts).transpose(0, 1)
+
+
+def conditioning_path(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    coupling: Coupling,
+    ts: np.ndarray,
+    pooled_a: torch.Tensor | None = None,
+    pooled_b: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What the model is conditioned on at each of a path's frames, in float32: the rows
+    (K, n, d), moved along the coupling in float64, and SDXL's pooled vector (K, p), which has
+    no rows and moves linearly with the same t (None if the model has none)."""
+    rows = path_frames(a.double(), b.double(), coupling, ts).float()
+    if pooled_a is None or pooled_b is None:
+        return rows, None
+    return rows, interpolate(pooled_a.double(), pooled_b.double(), ts).float()

@@ -10,8 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-BACKBONE_WEIGHTS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights",
-                    "squeeze": "SqueezeNet1_1_Weights"}
+from otpc.params import LpipsNet
+
+BACKBONE_WEIGHTS: dict[LpipsNet, str] = {
+    "alex": "AlexNet_Weights",
+    "vgg": "VGG16_Weights",
+    "squeeze": "SqueezeNet1_1_Weights",
+}
 
 
 def backbone_checkpoint(net: str) -> Path:
@@ -73,12 +78,14 @@ def step_distances(metric: Lpips, frames: np.ndarray, batch_size: int = 64) -> n
     (returned as float64): the last bits of the computation vary between machines."""
     x = to_lpips_input(frames)
     first, second = x[:-1], x[1:]
-    out = [metric.distance(first[i:i + batch_size], second[i:i + batch_size])
-           for i in range(0, len(first), batch_size)]
+    out = [
+        metric.distance(first[i : i + batch_size], second[i : i + batch_size])
+        for i in range(0, len(first), batch_size)
+    ]
     return torch.cat(out).numpy().astype(np.float32).astype(np.float64)
 
 
 def path_length(distances: np.ndarray) -> tuple[float, float]:
     """(ppl, normalised ppl): the sum of steps, and mean_k d_k / dt^2 with dt = 1/(K-1)."""
     steps = len(distances)
-    return float(np.sum(distances)), float(np.mean(distances) * steps ** 2)
+    return float(np.sum(distances)), float(np.mean(distances) * steps**2)

@@ -1,7 +1,10 @@
-"""Checks of the params against the model's configuration and this machine, before any work.
+"""Checks of the params against the registries, the model's configuration and this machine,
+before any work.
 
-``otpc check`` and every stage run them after the schema (``otpc.params``), so that a study
-that would fail part-way fails before its first stage writes anything. What they read:
+``otpc check`` and every stage run ``check``: the schema (``otpc.params``) and the registered
+names (coupling methods, model presets) first, all problems at once; then, if those pass, the
+checks below, so that a study that would fail part-way fails before its first stage writes
+anything. What they read:
 
 - the model's configuration files, never its weights (``otpc.models.config_folder``: the local
   folder, or the hub snapshot's JSON files in the Hugging Face cache): the VAE's downsampling
@@ -16,17 +19,46 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from otpc.models import ModelSpec, config_folder
-from otpc.params import Params, ParamsError
+from otpc.couplings import METHODS
+from otpc.errors import OtpcError
+from otpc.models import PRESETS, config_folder
+from otpc.params import Params, raise_problems, read_params, schema_problems
+from otpc.params import problem as _problem
 from otpc.project import shared_path
 from otpc.study.layout import SCORE_CACHE
 
 
-def _problem(key: str, value: object, message: str) -> str:
-    return f"  {key} = {value!r}: {message}"
+def registry_problems(raw: dict[str, Any]) -> list[str]:
+    """Names in the raw params that nothing registers: coupling methods and model presets."""
+    problems = []
+    couple, model = raw.get("couple"), raw.get("model")
+    methods = couple.get("methods") if isinstance(couple, dict) else None
+    if isinstance(methods, list):
+        unknown = [m for m in methods if isinstance(m, str) and m not in METHODS]
+        if unknown:
+            problems.append(
+                _problem(
+                    "couple.methods",
+                    methods,
+                    f"unknown method(s) {unknown}; registered: {sorted(METHODS)}",
+                )
+            )
+    name = model.get("name") if isinstance(model, dict) else None
+    if isinstance(name, str) and not (name in PRESETS or "/" in name or Path(name).is_dir()):
+        problems.append(
+            _problem(
+                "model.name",
+                name,
+                f"unknown model preset; use one of "
+                f"{sorted(PRESETS)}, a hub id (owner/name) or a local "
+                "diffusers folder",
+            )
+        )
+    return problems
 
 
 def device_problems(name: str) -> list[str]:
@@ -36,15 +68,21 @@ def device_problems(name: str) -> list[str]:
     device = torch.device(name)
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if device.index is not None and device.index >= count or count == 0:
-            return [_problem("model.device", name, f"this machine has {count} CUDA device(s); "
-                             "use auto or cpu")]
+        if (device.index is not None and device.index >= count) or count == 0:
+            return [
+                _problem(
+                    "model.device",
+                    name,
+                    f"this machine has {count} CUDA device(s); use auto or cpu",
+                )
+            ]
     elif device.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             return [_problem("model.device", name, "MPS is not available here; use auto or cpu")]
     elif device.type != "cpu":
-        return [_problem("model.device", name, f"otpc renders on cpu, cuda or mps, not "
-                         f"{device.type}")]
+        return [
+            _problem("model.device", name, f"otpc renders on cpu, cuda or mps, not {device.type}")
+        ]
     return []
 
 
@@ -56,8 +94,8 @@ def model_problems(params: Params) -> list[str]:
     """The model can be had, and the render sizes and steps suit it."""
     model, render = params.model, params.render
     try:
-        folder = config_folder(ModelSpec(**model.model_dump()))
-    except (RuntimeError, ValueError) as err:
+        folder = config_folder(model)
+    except OtpcError as err:
         return [_problem("model.name", model.name, str(err))]
     vae = _read_json(folder / "vae" / "config.json")
     problems = []
@@ -66,13 +104,25 @@ def model_problems(params: Params) -> list[str]:
         for key in ("height", "width"):
             value = getattr(render, key)
             if value is not None and value % scale:
-                problems.append(_problem(f"render.{key}", value, f"must be a multiple of {scale}, "
-                                         f"the downsampling factor of the VAE of model {model.name!r}"))
+                problems.append(
+                    _problem(
+                        f"render.{key}",
+                        value,
+                        f"must be a multiple of {scale}, "
+                        f"the downsampling factor of the VAE of model {model.name!r}",
+                    )
+                )
     scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
     train_steps = scheduler.get("num_train_timesteps")
     if train_steps is not None and render.steps > train_steps:
-        problems.append(_problem("render.steps", render.steps, f"model {model.name!r}'s "
-                                 f"scheduler was trained with {train_steps} steps; use at most that"))
+        problems.append(
+            _problem(
+                "render.steps",
+                render.steps,
+                f"model {model.name!r}'s "
+                f"scheduler was trained with {train_steps} steps; use at most that",
+            )
+        )
     return problems
 
 
@@ -99,15 +149,23 @@ def writable_problem(key: str, value: str, folder: Path) -> list[str]:
 
 def preflight(params: Params) -> list[str]:
     """Every problem the model's configuration or this machine finds with ``params``."""
-    return (device_problems(params.model.device) + data_problems(params)
-            + model_problems(params)
-            + writable_problem("render.cache_dir", params.render.cache_dir,
-                               shared_path(params.render.cache_dir))
-            + writable_problem("score cache", str(SCORE_CACHE), shared_path(str(SCORE_CACHE))))
+    return (
+        device_problems(params.model.device)
+        + data_problems(params)
+        + model_problems(params)
+        + writable_problem(
+            "render.cache_dir", params.render.cache_dir, shared_path(params.render.cache_dir)
+        )
+        + writable_problem("score cache", str(SCORE_CACHE), shared_path(str(SCORE_CACHE)))
+    )
 
 
-def check(params: Params, source: Path) -> None:
-    """``ParamsError`` listing every preflight problem of ``params`` (read from ``source``)."""
-    problems = preflight(params)
-    if problems:
-        raise ParamsError("\n".join([f"{source}: {len(problems)} problem(s):", *problems]))
+def check(path: Path) -> Params:
+    """The params in ``path``, checked by the schema, the registries and then the preflight
+    checks; ``ParamsError`` listing every problem of the first phase that finds any."""
+    raw = read_params(path)
+    params, problems = schema_problems(raw, path)
+    raise_problems(path, problems + registry_problems(raw))
+    assert params is not None
+    raise_problems(path, preflight(params))
+    return params

@@ -17,9 +17,10 @@ import copy
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 import torch
@@ -27,24 +28,8 @@ from tqdm.auto import tqdm
 
 from otpc.embeddings import encode_batch
 from otpc.frame_cache import FrameCache, frame_key
-
-# Settings that change speed or memory but never pixels: not part of a frame's key.
-NOT_PIXELS = ("batch_size", "decode_batch_size", "compile", "compile_mode")
-
-
-@dataclass(frozen=True)
-class RenderSettings:
-    """Everything besides the model and the embedding that decides a frame's pixels,
-    plus how frames are batched and whether the U-Net is compiled."""
-
-    steps: int = 50
-    guidance: float = 7.5
-    height: int | None = None
-    width: int | None = None
-    batch_size: int = 16
-    decode_batch_size: int = 8
-    compile: bool = False
-    compile_mode: str = "default"
+from otpc.models import LoadedModel
+from otpc.params import RenderSettings, speed_only
 
 
 @dataclass(frozen=True)
@@ -74,8 +59,9 @@ def optimise_for_speed(unet: torch.nn.Module, vae: torch.nn.Module) -> None:
     """
     for model in (unet, vae):
         model.to(memory_format=torch.channels_last)
-        if hasattr(model, "fuse_qkv_projections") and _uses_default_attention(model):
-            model.fuse_qkv_projections()
+        fuse = getattr(model, "fuse_qkv_projections", None)
+        if callable(fuse) and _uses_default_attention(model):
+            fuse()
 
 
 class Renderer:
@@ -84,10 +70,10 @@ class Renderer:
     On CUDA it optimises the pipeline's U-Net and VAE in place (see ``optimise_for_speed``).
     """
 
-    def __init__(self, pipe, settings: RenderSettings) -> None:
-        self.pipe = pipe
+    def __init__(self, model: LoadedModel, settings: RenderSettings) -> None:
+        self.pipe = pipe = model.pipe
         self.settings = settings
-        self.res = pipe.otpc_resolved
+        self.res = model.resolved
         self.unet, self.vae = pipe.unet, pipe.vae
         self.scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.height = settings.height or self.unet.config.sample_size * self.scale
@@ -99,58 +85,83 @@ class Renderer:
             self.vae.to(torch.float32)  # SDXL's VAE overflows in fp16; its pipeline upcasts too
         with torch.no_grad():
             neg, neg_pooled = encode_batch(pipe, [""], self.res.device)
-        if self.is_xl and pipe.config.get("force_zeros_for_empty_prompt", False):
+        if neg_pooled is not None and pipe.config.get("force_zeros_for_empty_prompt", False):
             neg, neg_pooled = torch.zeros_like(neg), torch.zeros_like(neg_pooled)  # as SDXL does
         self.negative = neg[0].to(self.res.dtype)
         self.negative_pooled = None if neg_pooled is None else neg_pooled[0].to(self.res.dtype)
+        self.context = self._context()
         if self.res.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             optimise_for_speed(self.unet, self.vae)
         if settings.compile:
-            self.unet = torch.compile(self.unet, mode=settings.compile_mode, fullgraph=True,
-                                      dynamic=False)
+            self.unet = torch.compile(
+                self.unet, mode=settings.compile_mode, fullgraph=True, dynamic=False
+            )
 
-    @property
-    def context(self) -> str:
+    def _context(self) -> str:
         """A string that fixes the model and all settings a frame's pixels depend on."""
-        settings = {k: v for k, v in asdict(self.settings).items() if k not in NOT_PIXELS}
+        settings = self.settings.model_dump(
+            include=set(RenderSettings.model_fields) - speed_only(RenderSettings)
+        )
         settings.update(height=self.height, width=self.width)
         scheduler = {k: v for k, v in self.pipe.scheduler.config.items() if not k.startswith("_")}
         scheduler["class"] = type(self.pipe.scheduler).__name__
         neg = hashlib.sha256(self.negative.float().cpu().numpy().tobytes()).hexdigest()[:16]
-        return json.dumps({"model": self.res.fingerprint, "scheduler": scheduler,
-                           "settings": settings, "negative": neg}, sort_keys=True, default=str)
+        return json.dumps(
+            {
+                "model": self.res.fingerprint,
+                "scheduler": scheduler,
+                "settings": settings,
+                "negative": neg,
+            },
+            sort_keys=True,
+            default=str,
+        )
+
+    def key(self, job: FrameJob) -> str:
+        """The frame cache key of ``job``'s image."""
+        return frame_key(self.context, (job.embedding, job.pooled), job.latent_seed)
 
     def initial_latents(self, seed: int) -> torch.Tensor:
         """The seeded starting noise (1, C, h, w) of a frame."""
         return initial_latents(
             (1, self.unet.config.in_channels, self.height // self.scale, self.width // self.scale),
-            seed)
+            seed,
+        )
 
     def _added_cond(self, pooled: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
         """SDXL's extra conditioning: pooled text vector and size/crop ids."""
-        ids = torch.tensor([self.height, self.width, 0, 0, self.height, self.width],
-                           device=self.res.device, dtype=self.res.dtype).repeat(batch, 1)
+        ids = torch.tensor(
+            [self.height, self.width, 0, 0, self.height, self.width],
+            device=self.res.device,
+            dtype=self.res.dtype,
+        ).repeat(batch, 1)
         return {"text_embeds": pooled, "time_ids": ids}
 
-    def render(self, jobs: list[FrameJob]) -> np.ndarray:
+    def render(self, jobs: Sequence[FrameJob]) -> np.ndarray:
         """Images (len(jobs), H, W, 3) uint8; with ``compile`` a short batch is padded to
         ``batch_size`` so the compiled U-Net sees one shape only."""
         embeds = torch.stack([job.embedding for job in jobs])
         latents = torch.cat([self.initial_latents(job.latent_seed) for job in jobs])
-        pooled = torch.stack([job.pooled for job in jobs]) if self.is_xl else None
+        pooled = _stack_pooled(jobs) if self.is_xl else None
         pad = self.settings.batch_size - len(jobs) if self.settings.compile else 0
         if pad > 0:
             embeds = torch.cat([embeds, embeds[-1:].expand(pad, -1, -1)])
             latents = torch.cat([latents, latents[-1:].expand(pad, -1, -1, -1)])
             if pooled is not None:
                 pooled = torch.cat([pooled, pooled[-1:].expand(pad, -1)])
-        return self.render_batch(embeds, latents, pooled)[:len(jobs)]
+        return self.render_batch(embeds, latents, pooled)[: len(jobs)]
 
     @torch.no_grad()
-    def render_batch(self, embeds: torch.Tensor, latents: torch.Tensor,
-                     pooled: torch.Tensor | None = None) -> np.ndarray:
-        """Images (B, H, W, 3) uint8 for embeddings (B, n, d) from noise (B, C, h, w)."""
+    def render_batch(
+        self,
+        embeds: torch.Tensor,
+        latents: torch.Tensor,
+        pooled: torch.Tensor | None = None,
+        on_step: Callable[[], object] | None = None,
+    ) -> np.ndarray:
+        """Images (B, H, W, 3) uint8 for embeddings (B, n, d) from noise (B, C, h, w);
+        ``on_step`` is called after each denoising step (for progress bars)."""
         dev, dtype = self.res.device, self.res.dtype
         batch = embeds.shape[0]
         cfg = self.settings.guidance > 1.0
@@ -161,6 +172,8 @@ class Renderer:
             cond = torch.cat([self.negative.expand(batch, -1, -1), cond])
         added = None
         if self.is_xl:
+            if pooled is None or self.negative_pooled is None:
+                raise ValueError("an SDXL-shaped model needs a pooled vector for every frame")
             pool = pooled.to(dev, dtype)
             if cfg:
                 pool = torch.cat([self.negative_pooled.expand(batch, -1), pool])
@@ -169,12 +182,15 @@ class Renderer:
         for t in scheduler.timesteps:
             x = torch.cat([lat, lat]) if cfg else lat
             x = scheduler.scale_model_input(x, t)
-            eps = self.unet(x, t, encoder_hidden_states=cond, added_cond_kwargs=added,
-                            return_dict=False)[0]
+            eps = self.unet(
+                x, t, encoder_hidden_states=cond, added_cond_kwargs=added, return_dict=False
+            )[0]
             if cfg:
                 uncond, text = eps.chunk(2)
                 eps = uncond + self.settings.guidance * (text - uncond)
             lat = scheduler.step(eps, t, lat, return_dict=False)[0]
+            if on_step is not None:
+                on_step()
         return self.decode(lat)
 
     @torch.no_grad()
@@ -183,55 +199,75 @@ class Renderer:
         arithmetic as the pipeline's image processor (converted on the device)."""
         chunks = []
         for chunk in latents.split(self.settings.decode_batch_size):
-            images = self.vae.decode(chunk.to(self.vae.dtype) / self.vae.config.scaling_factor,
-                                     return_dict=False)[0]
+            images = self.vae.decode(
+                chunk.to(self.vae.dtype) / self.vae.config.scaling_factor, return_dict=False
+            )[0]
             images = (images * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float()
             chunks.append((images * 255).round().to(torch.uint8))
         return torch.cat(chunks).cpu().numpy()
 
 
-def _missing_batches(keys: list[str], jobs: Iterable[FrameJob], missing: set[str], size: int
-                     ) -> Iterator[list[tuple[str, FrameJob]]]:
-    """Batches of (key, job) for each missing key, once each, in job order."""
-    batch: list[tuple[str, FrameJob]] = []
-    queued: set[str] = set()
-    for key, job in zip(keys, jobs):
-        if key in missing and key not in queued:
-            queued.add(key)
-            batch.append((key, job))
-            if len(batch) == size:
-                yield batch
-                batch = []
-    if batch:
+def _stack_pooled(jobs: Sequence[FrameJob]) -> torch.Tensor:
+    pooled = [job.pooled for job in jobs]
+    if any(p is None for p in pooled):
+        raise ValueError("an SDXL-shaped model needs a pooled vector for every frame")
+    return torch.stack([p for p in pooled if p is not None])
+
+
+def _batches(
+    items: Iterable[tuple[str, FrameJob]], size: int
+) -> Iterator[list[tuple[str, FrameJob]]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
         yield batch
 
 
-def render_missing(renderer: Renderer, cache: FrameCache,
-                   jobs: Callable[[], Iterable[FrameJob]], desc: str = "render"
-                   ) -> tuple[list[str], int]:
-    """Make sure every job's frame is in ``cache``; render only the missing ones.
+def render_frames(
+    renderer: Renderer,
+    cache: FrameCache,
+    jobs: Iterable[tuple[str, FrameJob]],
+    total: int,
+    desc: str = "render",
+) -> None:
+    """Render each ``(key, job)`` (keys distinct) into ``cache``, ``batch_size`` at a time.
 
-    ``jobs`` is called twice: once to find what is missing (hashing; cached entries are
-    verified in parallel), once to render it, with frames produced lazily and rendered as
-    batches fill. PNGs are written by worker threads while the next batch renders; at most
-    one batch waits to be written, so memory stays bounded by the batch. Returns each job's
-    cache key (in order) and how many frames were rendered.
+    ``jobs`` is consumed lazily, a batch at a time; PNGs are written by worker threads while
+    the next batch renders, and at most one batch waits to be written, so memory stays bounded
+    by the batch. A crash leaves only whole frames in the cache.
     """
-    context = renderer.context
-    keys = [frame_key(context, (job.embedding, job.pooled), job.latent_seed) for job in jobs()]
-    unique = list(dict.fromkeys(keys))
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        missing = {key for key, ok in zip(unique, pool.map(cache.has, unique)) if not ok}
-        writing: list[Future] = []
-        with tqdm(total=len(missing), desc=desc, unit="img", dynamic_ncols=True,
-                  disable=not missing) as bar:
-            for batch in _missing_batches(keys, jobs(), missing, renderer.settings.batch_size):
-                images = renderer.render([job for _, job in batch])
-                for done in writing:
-                    done.result()
-                writing = [pool.submit(cache.put, key, image)
-                           for (key, _), image in zip(batch, images)]
-                bar.update(len(batch))
+    with (
+        ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool,
+        tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, disable=not total) as bar,
+    ):
+        writing: list[Future[None]] = []
+        for batch in _batches(jobs, renderer.settings.batch_size):
+            images = renderer.render([job for _, job in batch])
             for done in writing:
                 done.result()
+            writing = [
+                pool.submit(cache.put, key, image)
+                for (key, _), image in zip(batch, images, strict=True)
+            ]
+            bar.update(len(batch))
+        for done in writing:
+            done.result()
+
+
+def missing_keys(cache: FrameCache, keys: Iterable[str]) -> list[str]:
+    """The distinct ``keys`` without a valid cache entry, in order (entries verified in
+    parallel; damaged ones are reported and removed)."""
+    unique = list(dict.fromkeys(keys))
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return [key for key, ok in zip(unique, pool.map(cache.has, unique), strict=True) if not ok]
+
+
+def render_missing(
+    renderer: Renderer, cache: FrameCache, jobs: Sequence[FrameJob], desc: str = "render"
+) -> tuple[list[str], int]:
+    """Make sure every job's frame is in ``cache``, rendering only the missing ones (each
+    once); returns each job's key, in order, and how many frames were rendered."""
+    keys = [renderer.key(job) for job in jobs]
+    missing = missing_keys(cache, keys)
+    first = dict(zip(reversed(keys), reversed(jobs), strict=True))
+    render_frames(renderer, cache, ((key, first[key]) for key in missing), len(missing), desc)
     return keys, len(missing)

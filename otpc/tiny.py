@@ -24,11 +24,13 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from otpc.models import otpc_home
+from otpc.project import otpc_home
+from otpc.quiet import quiet_libraries
 
 TINY_VERSION = "1"
 TINY_SEED = 20251117
@@ -36,8 +38,11 @@ TINY_SEED = 20251117
 
 def _byte_alphabet() -> list[str]:
     """CLIP's reversible byte-to-unicode alphabet (the same 256 symbols CLIP's BPE uses)."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes = printable[:]
     extra = 0
     for byte in range(256):
@@ -62,9 +67,12 @@ def _tokenizer(pad_token: str = "<|endoftext|>"):  # -> transformers.CLIPTokeniz
 
     with tempfile.TemporaryDirectory() as vocab_dir:
         write_tokenizer_files(Path(vocab_dir))
-        return CLIPTokenizer(os.path.join(vocab_dir, "vocab.json"),
-                             os.path.join(vocab_dir, "merges.txt"),
-                             pad_token=pad_token, model_max_length=77)
+        return CLIPTokenizer(
+            os.path.join(vocab_dir, "vocab.json"),
+            os.path.join(vocab_dir, "merges.txt"),
+            pad_token=pad_token,
+            model_max_length=77,
+        )
 
 
 def _portable_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -79,34 +87,58 @@ def _portable_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
             if isinstance(module, norms):
                 continue
             weight = getattr(module, "weight", None)
-            fan_in = int(np.prod(weight.shape[1:])) if isinstance(weight, torch.nn.Parameter) \
-                and weight.dim() > 1 else None
+            fan_in = (
+                int(np.prod(weight.shape[1:]))
+                if isinstance(weight, torch.nn.Parameter) and weight.dim() > 1
+                else None
+            )
             for _, param in sorted(module.named_parameters(recurse=False)):
-                bound = (0.02 * np.sqrt(3.0) if isinstance(module, torch.nn.Embedding)
-                         else 1.0 / np.sqrt(fan_in or param.shape[-1]))
+                bound = (
+                    0.02 * np.sqrt(3.0)
+                    if isinstance(module, torch.nn.Embedding)
+                    else 1.0 / np.sqrt(fan_in or param.shape[-1])
+                )
                 values = (2.0 * rng.random(tuple(param.shape)) - 1.0) * bound
                 param.copy_(torch.from_numpy(values))
     return model
 
 
-def _text_config(tokenizer, hidden: int, **extra: object):  # -> transformers.CLIPTextConfig
+def _text_config(tokenizer, hidden: int, **extra: Any):  # -> transformers.CLIPTextConfig
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, **extra)
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
 
 
-def _vae(seed: int, **extra: object):  # -> diffusers.AutoencoderKL
+def _vae(seed: int, **extra: Any):  # -> diffusers.AutoencoderKL
     """A 4x-downsampling KL autoencoder with 4 latent channels."""
     from diffusers import AutoencoderKL
 
-    return _portable_init(AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        layers_per_block=1, sample_size=64, norm_num_groups=32, **extra), seed)
+    return _portable_init(
+        AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(32, 64, 64),
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            layers_per_block=1,
+            sample_size=64,
+            norm_num_groups=32,
+            **extra,
+        ),
+        seed,
+    )
 
 
 def build_tiny_pipeline(folder: Path) -> None:
@@ -116,19 +148,41 @@ def build_tiny_pipeline(folder: Path) -> None:
 
     tokenizer = _tokenizer()
     text_encoder = _portable_init(CLIPTextModel(_text_config(tokenizer, 32)), TINY_SEED)
-    unet = _portable_init(UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-        attention_head_dim=8, norm_num_groups=32), TINY_SEED + 1)
+    unet = _portable_init(
+        UNet2DConditionModel(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            norm_num_groups=32,
+        ),
+        TINY_SEED + 1,
+    )
     vae = _vae(TINY_SEED + 2)
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000, skip_prk_steps=True, steps_offset=1,
-                              set_alpha_to_one=False)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   unet=unet, scheduler=scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        skip_prk_steps=True,
+        steps_offset=1,
+        set_alpha_to_one=False,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(folder, safe_serialization=True)
 
 
@@ -138,20 +192,46 @@ def build_tiny_sd2_pipeline(folder: Path) -> None:
     from transformers import CLIPTextModel
 
     tokenizer = _tokenizer(pad_token="!")
-    text_encoder = _portable_init(CLIPTextModel(_text_config(tokenizer, 48, hidden_act="gelu")),
-                                  TINY_SEED + 10)
-    unet = _portable_init(UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=48,
-        attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32), TINY_SEED + 11)
+    text_encoder = _portable_init(
+        CLIPTextModel(_text_config(tokenizer, 48, hidden_act="gelu")), TINY_SEED + 10
+    )
+    unet = _portable_init(
+        UNet2DConditionModel(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=48,
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            norm_num_groups=32,
+        ),
+        TINY_SEED + 11,
+    )
     vae = _vae(TINY_SEED + 12)
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False,
-                              steps_offset=1, prediction_type="v_prediction")
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   unet=unet, scheduler=scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="v_prediction",
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(folder, safe_serialization=True)
 
 
@@ -162,31 +242,61 @@ def build_tiny_sdxl_pipeline(folder: Path) -> None:
 
     tokenizer, tokenizer_2 = _tokenizer(), _tokenizer(pad_token="!")
     text_encoder = _portable_init(CLIPTextModel(_text_config(tokenizer, 32)), TINY_SEED + 20)
-    text_encoder_2 = _portable_init(CLIPTextModelWithProjection(
-        _text_config(tokenizer_2, 64, hidden_act="gelu", projection_dim=32)), TINY_SEED + 21)
+    text_encoder_2 = _portable_init(
+        CLIPTextModelWithProjection(
+            _text_config(tokenizer_2, 64, hidden_act="gelu", projection_dim=32)
+        ),
+        TINY_SEED + 21,
+    )
     time_dim = 8  # six size/crop numbers, each embedded in 8 dims, plus the pooled 32
-    unet = _portable_init(UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=96,
-        attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32,
-        addition_embed_type="text_time", addition_time_embed_dim=time_dim,
-        projection_class_embeddings_input_dim=6 * time_dim + 32), TINY_SEED + 22)
+    unet = _portable_init(
+        UNet2DConditionModel(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(32, 64),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=96,
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            norm_num_groups=32,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=time_dim,
+            projection_class_embeddings_input_dim=6 * time_dim + 32,
+        ),
+        TINY_SEED + 22,
+    )
     vae = _vae(TINY_SEED + 23, scaling_factor=0.13025, force_upcast=True)
     scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading",
-        prediction_type="epsilon")
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        timestep_spacing="leading",
+        prediction_type="epsilon",
+    )
     pipe = StableDiffusionXLPipeline(
-        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-        tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler,
-        force_zeros_for_empty_prompt=True, add_watermarker=False)
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
     pipe.save_pretrained(folder, safe_serialization=True)
 
 
 BUILDERS: dict[str, Callable[[Path], None]] = {
-    "tiny": build_tiny_pipeline, "tiny-sd2": build_tiny_sd2_pipeline,
-    "tiny-sdxl": build_tiny_sdxl_pipeline}
+    "tiny": build_tiny_pipeline,
+    "tiny-sd2": build_tiny_sd2_pipeline,
+    "tiny-sdxl": build_tiny_sdxl_pipeline,
+}
 
 
 def _builder_hash() -> str:
@@ -205,10 +315,18 @@ def tiny_model_dir(root: Path | None = None, kind: str = "tiny") -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=folder.parent))
     try:
-        BUILDERS[kind](tmp)
-        (tmp / "OTPC_TINY.json").write_text(json.dumps(
-            {"kind": kind, "version": TINY_VERSION, "seed": TINY_SEED,
-             "weights": "random (untrained)"}))
+        with quiet_libraries():
+            BUILDERS[kind](tmp)
+        (tmp / "OTPC_TINY.json").write_text(
+            json.dumps(
+                {
+                    "kind": kind,
+                    "version": TINY_VERSION,
+                    "seed": TINY_SEED,
+                    "weights": "random (untrained)",
+                }
+            )
+        )
         try:
             os.replace(tmp, folder)
         except OSError:

@@ -24,20 +24,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import yaml
 from filelock import FileLock
 
-from otpc.errors import InputError
+from otpc.errors import NotReady
 from otpc.params import Params, flatten
 from otpc.project import project_root
 from otpc.quiet import quiet_logger
+from otpc.study.layout import INDEX, MLFLOW_LOCK, RESULT_FILES, SUMMARY
+from otpc.tables import FRAMES
 
 RESULTS_TAG = "otpc.results_hash"
 ABANDONED_TAG = "otpc.abandoned"
 LOG_STAGE = "log"
 SQLITE = "sqlite:///"
-RESULT_FILES = ("summary.json", "ppl_by_group.csv", "fig_ppl_cost.png", "fig_strips.png")
 
 
 def tracking_uri() -> str:
@@ -64,8 +64,10 @@ def metric_key(*parts: str) -> str:
 def summary_metrics(summary: dict) -> dict[str, float]:
     """Flatten summary.json's numbers into metric name -> value (NaN dropped)."""
     out: dict[str, float] = {}
-    for section, key in (("methods", lambda m, n, g: metric_key(n, m, g)),
-                         ("paired", lambda c, n, g: metric_key(c, n, g))):
+    for section, key in (
+        ("methods", lambda m, n, g: metric_key(n, m, g)),
+        ("paired", lambda c, n, g: metric_key(c, n, g)),
+    ):
         for head, groups in summary[section].items():
             for group, stats in groups.items():
                 for name, value in stats.items():
@@ -84,18 +86,24 @@ def lock_entries(workdir: Path) -> dict[str, Any]:
 def missing_or_stale(workdir: Path, metrics_dir: Path, outputs: dict[str, Path]) -> list[str]:
     """What keeps the results in ``workdir`` from being logged: files that are missing, or
     whose md5 is not the one dvc.lock records (results of another experiment)."""
-    recorded = {out["path"]: out.get("md5") for entry in lock_entries(workdir).values()
-                for out in entry.get("outs", [])}
+    recorded = {
+        out["path"]: out.get("md5")
+        for entry in lock_entries(workdir).values()
+        for out in entry.get("outs", [])
+    }
     problems = []
     for path in [metrics_dir / name for name in RESULT_FILES] + list(outputs.values()):
         if not path.exists():
             problems.append(f"{path} is missing")
-        elif path.is_file() and path.as_posix() in recorded \
-                and _md5(path) != recorded[path.as_posix()]:
+        elif (
+            path.is_file()
+            and path.as_posix() in recorded
+            and _md5(path) != recorded[path.as_posix()]
+        ):
             problems.append(f"{path} is not the file dvc.lock records")
     render = outputs.get("render")
-    if render is not None and render.is_dir() and not (render / "index.parquet").is_file():
-        problems.append(f"{render / 'index.parquet'} is missing")
+    if render is not None and render.is_dir() and not (render / INDEX).is_file():
+        problems.append(f"{render / INDEX} is missing")
     return problems
 
 
@@ -112,15 +120,16 @@ def stage_hash(entry: dict[str, Any]) -> str:
 def git_commit(cwd: Path) -> str:
     """The commit checked out in ``cwd`` (the baseline of a DVC experiment)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "unknown"
 
 
 def results_hash(params: Params, summary_path: Path) -> str:
     """Identifies a study's results: its params and its summary."""
-    h = hashlib.sha256(params.model_dump_json().encode())
+    h = hashlib.sha256(json.dumps(params.model_dump(mode="json"), sort_keys=True).encode())
     h.update(summary_path.read_bytes())
     return h.hexdigest()[:16]
 
@@ -139,12 +148,13 @@ def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
-class NotReady(InputError):
-    """The results cannot be logged yet: outputs are missing or stale."""
-
-
-def log_study(params: Params, workdir: Path, metrics_dir: Path, outputs: dict[str, Path],
-              exp_name: str | None = None) -> tuple[str, bool]:
+def log_study(
+    params: Params,
+    workdir: Path,
+    metrics_dir: Path,
+    outputs: dict[str, Path],
+    exp_name: str | None = None,
+) -> tuple[str, bool]:
     """Log the study found in ``workdir`` as one MLflow run: (run id, whether it is new).
 
     If a finished run with the same params and results exists, returns that one instead.
@@ -153,21 +163,24 @@ def log_study(params: Params, workdir: Path, metrics_dir: Path, outputs: dict[st
     """
     problems = missing_or_stale(workdir, metrics_dir, outputs)
     if problems:
-        raise NotReady(f"cannot log these results: {'; '.join(problems)}. Run `dvc repro` "
-                       "(or `dvc pull`) first, so that they are this workspace's results.")
+        raise NotReady(
+            f"cannot log these results: {'; '.join(problems)}. Run `dvc repro` "
+            "(or `dvc pull`) first, so that they are this workspace's results."
+        )
     import mlflow  # noqa: F401 - configures its loggers on import, so before quieting them
 
     uri = tracking_uri()
     with _project_lock(), quiet_logger("mlflow"):
-        return _log_study(uri, params, workdir, metrics_dir, outputs,
-                          exp_name or os.environ.get("DVC_EXP_NAME"))
+        return _log_study(
+            uri, params, workdir, metrics_dir, outputs, exp_name or os.environ.get("DVC_EXP_NAME")
+        )
 
 
 def _project_lock() -> FileLock:
     """Loggers of one project take turns (parallel `dvc queue` workers): a SQLite store is
     one file, and the duplicate check, the clean-up of abandoned runs and the new run must
     be one step."""
-    path = project_root() / ".otpc_cache" / "mlflow.lock"
+    path = project_root() / MLFLOW_LOCK
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path))
 
@@ -175,34 +188,48 @@ def _project_lock() -> FileLock:
 def _abandon(client: Any, experiment_id: str, digest: str) -> None:
     """Mark FAILED the runs of these results that a killed attempt left RUNNING (under the
     project lock, no other attempt of this project is alive)."""
-    left = client.search_runs([experiment_id], filter_string=f"tags.`{RESULTS_TAG}` = '{digest}' "
-                              "and attributes.status = 'RUNNING'")
+    left = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{RESULTS_TAG}` = '{digest}' and attributes.status = 'RUNNING'",
+    )
     for run in left:
         client.set_tag(run.info.run_id, ABANDONED_TAG, "an earlier logging attempt did not finish")
         client.set_terminated(run.info.run_id, status="FAILED")
 
 
-def _log_study(uri: str, params: Params, workdir: Path, metrics_dir: Path,
-               outputs: dict[str, Path], exp_name: str | None) -> tuple[str, bool]:
+def _log_study(
+    uri: str,
+    params: Params,
+    workdir: Path,
+    metrics_dir: Path,
+    outputs: dict[str, Path],
+    exp_name: str | None,
+) -> tuple[str, bool]:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
-    summary_path = metrics_dir / "summary.json"
+    summary_path = metrics_dir / SUMMARY
     summary = json.loads(summary_path.read_text())
     digest = results_hash(params, summary_path)
     experiment_id = _experiment_id(mlflow, params.study, uri)
     mlflow.set_experiment(experiment_id=experiment_id)
-    existing = mlflow.search_runs([experiment_id], output_format="list",
-                                  filter_string=f"tags.`{RESULTS_TAG}` = '{digest}' "
-                                                "and attributes.status = 'FINISHED'")
+    existing = mlflow.search_runs(
+        [experiment_id],
+        output_format="list",
+        filter_string=f"tags.`{RESULTS_TAG}` = '{digest}' and attributes.status = 'FINISHED'",
+    )
     if existing:
         return existing[0].info.run_id, False
     _abandon(mlflow.MlflowClient(), experiment_id, digest)
     lock = lock_entries(workdir)
-    tags = {RESULTS_TAG: digest, "git_commit": git_commit(workdir),
-            "dvc_experiment": exp_name or "workspace",
-            "random_weights": str(summary["random_weights"]), "lpips": summary["lpips"],
-            "notes": "; ".join(summary["notes"]) or "none"}
+    tags = {
+        RESULTS_TAG: digest,
+        "git_commit": git_commit(workdir),
+        "dvc_experiment": exp_name or "workspace",
+        "random_weights": str(summary["random_weights"]),
+        "lpips": summary["lpips"],
+        "notes": "; ".join(summary["notes"]) or "none",
+    }
     tags |= {f"dvc.stage.{name}": stage_hash(entry) for name, entry in lock.items()}
     with mlflow.start_run(run_name=exp_name, tags=tags) as run:  # FAILED if anything raises
         mlflow.log_params(flatten(params))
@@ -214,8 +241,7 @@ def _log_study(uri: str, params: Params, workdir: Path, metrics_dir: Path,
                 mlflow.log_artifact(str(path), "tables")
         with tempfile.TemporaryDirectory() as tmp:
             lock_path = Path(tmp) / "dvc.lock"
-            lock_path.write_text(yaml.safe_dump({"schema": "2.0", "stages": lock},
-                                                sort_keys=False))
+            lock_path.write_text(yaml.safe_dump({"schema": "2.0", "stages": lock}, sort_keys=False))
             mlflow.log_artifact(str(lock_path))
         render_dir = outputs.get("render")
         if render_dir is not None and render_dir.is_dir():
@@ -228,34 +254,10 @@ def _log_frames(mlflow: Any, render_dir: Path) -> None:
     """Each frame as an MLflow image keyed by path, with its frame index as the step."""
     from PIL import Image
 
-    index = pl.read_parquet(render_dir / "index.parquet")
+    index = FRAMES.read(render_dir / INDEX)
     for path_id, k, file in index.select("path_id", "k", "file").iter_rows():
         with Image.open(render_dir / file) as img:
             mlflow.log_image(img.copy(), key=path_id, step=int(k))
-
-
-def log_or_explain(params: Params, workdir: Path, metrics_dir: Path,
-                   outputs: dict[str, Path]) -> str | None:
-    """Log the study; if the tracking store fails, say which URI and how to log later.
-
-    The pipeline's outputs are already written and stay valid either way. ``NotReady`` (the
-    outputs are missing or stale) is raised, not explained away.
-    """
-    import click
-
-    try:
-        run_id, new = log_study(params, workdir, metrics_dir, outputs)
-    except NotReady:
-        raise
-    except Exception as err:  # noqa: BLE001 - any tracking failure must not lose results
-        exp = os.environ.get("DVC_EXP_NAME")
-        later = f"`dvc exp apply {exp}` then `otpc log --exp-name {exp}`" if exp else "`otpc log`"
-        click.echo(f"mlflow: could not log to {tracking_uri()}: {type(err).__name__}: {err}\n"
-                   f"mlflow: results are kept; run {later} when the server is reachable.",
-                   err=True)
-        return None
-    click.echo(logged_line(run_id, new, params.study))
-    return run_id
 
 
 def logged_line(run_id: str, new: bool, experiment: str) -> str:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import click
 
-from otpc.stagekit import params_option, stage
+from otpc.commands import params_option, stage
+from otpc.params import Params
 from otpc.study import layout
 from otpc.study.aggregate import aggregate
 
@@ -16,7 +17,7 @@ from otpc.study.aggregate import aggregate
 @click.option("--render", "render_dir", type=click.Path(path_type=Path), default=layout.RENDER)
 @click.option("--metrics", "metrics_dir", type=click.Path(path_type=Path), default=layout.METRICS)
 @stage
-def main(params, scores: Path, pairs: Path, render_dir: Path, metrics_dir: Path) -> None:
+def main(params: Params, scores: Path, pairs: Path, render_dir: Path, metrics_dir: Path) -> None:
     summary = aggregate(scores, pairs, render_dir, params, metrics_dir)
     for note in summary["notes"]:
         click.echo(f"aggregate: NOTE {note}")

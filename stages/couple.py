@@ -4,8 +4,9 @@ from pathlib import Path
 
 import click
 
+from otpc.commands import params_option, stage
+from otpc.params import Params
 from otpc.study import layout
-from otpc.stagekit import params_option, stage
 from otpc.study.couple import couple_pairs
 
 
@@ -15,7 +16,7 @@ from otpc.study.couple import couple_pairs
 @click.option("--embeddings", type=click.Path(path_type=Path), default=layout.EMBEDDINGS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.COUPLINGS)
 @stage
-def main(params, pairs: Path, embeddings: Path, out: Path) -> None:
+def main(params: Params, pairs: Path, embeddings: Path, out: Path) -> None:
     table = couple_pairs(pairs, embeddings, params.couple, out)
     click.echo(f"couple: {len(table)} couplings -> {out}")
 

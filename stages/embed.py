@@ -4,9 +4,9 @@ from pathlib import Path
 
 import click
 
-from otpc.models import ModelSpec
+from otpc.commands import params_option, stage
+from otpc.params import Params
 from otpc.study import layout
-from otpc.stagekit import params_option, stage
 from otpc.study.embed import embed
 
 
@@ -15,8 +15,14 @@ from otpc.study.embed import embed
 @click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.EMBEDDINGS)
 @stage
-def main(params, pairs: Path, out: Path) -> None:
-    index = embed(pairs, ModelSpec(**params.model.model_dump()), out)
+def main(params: Params, pairs: Path, out: Path) -> None:
+    index = embed(pairs, params.model, out)
+    truncated = int(index["truncated"].sum())
+    if truncated:
+        click.echo(
+            f"embed: {truncated} prompt(s) longer than the tokenizer's limit were "
+            "truncated (see 'truncated' in the index)"
+        )
     click.echo(f"embed: {len(index)} prompts -> {out}")
 
 

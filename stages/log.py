@@ -2,9 +2,11 @@
 
 Its output (experiment and results hash) is not kept in git, so a fresh clone's first
 `dvc repro` logs its results once; `persist` keeps DVC from restoring it from the run-cache
-instead of logging.
+instead of logging. If the tracking store cannot be reached the results are kept and the
+stage says how to log them later (`otpc log`).
 """
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -12,9 +14,11 @@ from pathlib import Path
 import click
 
 from otpc.atomic import write_json
-from otpc.stagekit import params_option, stage
+from otpc.commands import params_option, stage
+from otpc.errors import NotReady
+from otpc.params import Params
 from otpc.study import layout
-from otpc.tracking import log_or_explain, results_hash
+from otpc.tracking import log_study, logged_line, results_hash, tracking_uri
 
 
 @click.command()
@@ -26,14 +30,38 @@ from otpc.tracking import log_or_explain, results_hash
 @click.option("--metrics", "metrics_dir", type=click.Path(path_type=Path), default=layout.METRICS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.LOGGED)
 @stage
-def main(params, scores: Path, pairs: Path, couplings: Path, render_dir: Path,
-         metrics_dir: Path, out: Path) -> None:
+def main(
+    params: Params,
+    scores: Path,
+    pairs: Path,
+    couplings: Path,
+    render_dir: Path,
+    metrics_dir: Path,
+    out: Path,
+) -> None:
     # SIGTERM ends the run as FAILED (like Ctrl-C) instead of leaving it RUNNING.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     outputs = layout.logged_outputs(pairs, couplings, scores, render_dir)
-    log_or_explain(params, Path.cwd(), metrics_dir, outputs)
-    write_json(out, {"experiment": params.study,
-                     "results_hash": results_hash(params, metrics_dir / "summary.json")})
+    try:
+        run_id, new = log_study(params, Path.cwd(), metrics_dir, outputs)
+        click.echo(logged_line(run_id, new, params.study))
+    except NotReady:
+        raise
+    except Exception as err:  # noqa: BLE001 - a tracking failure must not lose the results
+        exp = os.environ.get("DVC_EXP_NAME")
+        later = f"`dvc exp apply {exp}` then `otpc log --exp-name {exp}`" if exp else "`otpc log`"
+        click.echo(
+            f"mlflow: could not log to {tracking_uri()}: {type(err).__name__}: {err}\n"
+            f"mlflow: results are kept; run {later} when the server is reachable.",
+            err=True,
+        )
+    write_json(
+        out,
+        {
+            "experiment": params.study,
+            "results_hash": results_hash(params, metrics_dir / layout.SUMMARY),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import click
 
-from otpc.models import ModelSpec
+from otpc.commands import params_option, stage
+from otpc.params import Params
 from otpc.project import shared_path
 from otpc.study import layout
-from otpc.stagekit import params_option, stage
 from otpc.study.render import render_study
 
 
@@ -18,11 +18,13 @@ from otpc.study.render import render_study
 @click.option("--couplings", type=click.Path(path_type=Path), default=layout.COUPLINGS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.RENDER)
 @stage
-def main(params, pairs: Path, embeddings: Path, couplings: Path, out: Path) -> None:
+def main(params: Params, pairs: Path, embeddings: Path, couplings: Path, out: Path) -> None:
     render_params = params.render.model_copy(
-        update={"cache_dir": str(shared_path(params.render.cache_dir))})
-    index = render_study(pairs, embeddings, couplings, ModelSpec(**params.model.model_dump()),
-                         render_params, out)
+        update={"cache_dir": str(shared_path(params.render.cache_dir))}
+    )
+    index, rendered = render_study(pairs, embeddings, couplings, params.model, render_params, out)
+    cached = index["key"].n_unique() - rendered
+    click.echo(f"render: {rendered} frame(s) rendered, {cached} from the cache")
     click.echo(f"render: {index['path_id'].n_unique()} paths -> {out}")
 
 

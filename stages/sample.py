@@ -4,8 +4,9 @@ from pathlib import Path
 
 import click
 
+from otpc.commands import params_option, stage
+from otpc.params import Params
 from otpc.study import layout
-from otpc.stagekit import params_option, stage
 from otpc.study.sample import sample
 
 
@@ -13,7 +14,7 @@ from otpc.study.sample import sample
 @params_option
 @click.option("--out", type=click.Path(path_type=Path), default=layout.PAIRS)
 @stage
-def main(params, out: Path) -> None:
+def main(params: Params, out: Path) -> None:
     table = sample(params.data, out)
     click.echo(f"sample: {len(table)} pairs in {table['group'].n_unique()} groups -> {out}")
 

@@ -24,8 +24,9 @@ settings.load_profile("otpc")
 
 
 @pytest.fixture(scope="session")
-def tiny_pipe():
-    """The tiny pipeline, loaded once through the standard loading path."""
+def tiny():
+    """The tiny model (pipeline and what it resolved to), loaded once through the standard
+    loading path."""
     from otpc.models import ModelSpec, load_pipeline
 
     return load_pipeline(ModelSpec("tiny"))

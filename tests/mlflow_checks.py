@@ -48,11 +48,20 @@ def assert_complete(uri: str, run, lock: dict, summary: dict, dest: Path) -> Non
     tags, metrics = run.data.tags, run.data.metrics
     assert run.info.status == "FINISHED"
     assert {t: tags[f"dvc.stage.{t}"] for t in STUDY_STAGES} == {
-        t: stage_hash(lock["stages"][t]) for t in STUDY_STAGES}
+        t: stage_hash(lock["stages"][t]) for t in STUDY_STAGES
+    }
     for method, groups in summary["methods"].items():
         for group, stats in groups.items():
-            for name in ("ppl_mean", "ppl_median", "cost_mean", "cost_median",
-                         "ppl_ci_low", "ppl_ci_high", "cost_ci_low", "cost_ci_high"):
+            for name in (
+                "ppl_mean",
+                "ppl_median",
+                "cost_mean",
+                "cost_median",
+                "ppl_ci_low",
+                "ppl_ci_high",
+                "cost_ci_low",
+                "cost_ci_high",
+            ):
                 if stats[name] is not None:
                     assert metrics[metric_key(name, method, group)] == pytest.approx(stats[name])
     for name in ("ppl_ci_low", "ppl_ci_high", "cost_ci_low", "cost_ci_high"):
@@ -65,19 +74,25 @@ def assert_complete(uri: str, run, lock: dict, summary: dict, dest: Path) -> Non
                     assert metrics[metric_key(comparison, name, group)] == pytest.approx(value)
     assert "ot_vs_random/share_smoother/all" in metrics
 
-    root = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, tracking_uri=uri,
-                                                    dst_path=str(dest)))
+    root = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, tracking_uri=uri, dst_path=str(dest)
+        )
+    )
     assert {p.name for p in (root / "results").iterdir()} == RESULT_FILES
     assert json.loads((root / "results/summary.json").read_text()) == summary
     study_lock = {t: lock["stages"][t] for t in STUDY_STAGES}  # log runs after it is logged
-    assert yaml.safe_load((root / "dvc.lock").read_text()) == {"schema": lock["schema"],
-                                                               "stages": study_lock}
+    assert yaml.safe_load((root / "dvc.lock").read_text()) == {
+        "schema": lock["schema"],
+        "stages": study_lock,
+    }
     outs = {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
     for table in ("couplings.parquet", "scores.parquet"):
         assert md5(root / "tables" / table) == outs[f"outputs/{table}"]
     path_ids = set(pl.read_parquet(root / "tables/scores.parquet")["path_id"].to_list())
     assert len(path_ids) >= 15
     assert {p.name for p in (root / "strips").iterdir()} == (
-        {f"{p}.png" for p in path_ids} | {f"{p}.gif" for p in path_ids})
+        {f"{p}.png" for p in path_ids} | {f"{p}.gif" for p in path_ids}
+    )
     frames = lock["stages"]["render"]["params"]["params.yaml"]["render.frames"]
     assert logged_frames(root / "images") == {p: set(range(frames)) for p in path_ids}

@@ -13,12 +13,25 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["dvc.yaml", "params.yaml", "stages", "otpc", "data/cxc/readme_examples.csv",
-        ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+COPY = [
+    "dvc.yaml",
+    "params.yaml",
+    "stages",
+    "otpc",
+    "data/cxc/readme_examples.csv",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    ".gitignore",
+]
 
 # Small but complete: 5 pairs (one per group), three methods, 3 frames, 2 denoising steps.
-FAST = {"data": {"n_per_group": 1}, "couple": {"random_replicates": 2},
-        "render": {"frames": 3, "steps": 2}, "aggregate": {"bootstrap": 200}}
+FAST = {
+    "data": {"n_per_group": 1},
+    "couple": {"random_replicates": 2},
+    "render": {"frames": 3, "steps": 2},
+    "aggregate": {"bootstrap": 200},
+}
 
 
 def deep_update(base: dict, update: dict) -> dict:
@@ -41,8 +54,9 @@ def env() -> dict[str, str]:
 def run(args: list[str], cwd: Path, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
     """Run a command in ``cwd``; on failure, show its output."""
     kw.setdefault("timeout", 900)  # a hung command fails the test instead of the whole run
-    proc = subprocess.run(args, cwd=cwd, env=kw.pop("env", env()), capture_output=True,
-                          text=True, **kw)
+    proc = subprocess.run(
+        args, cwd=cwd, env=kw.pop("env", env()), capture_output=True, text=True, **kw
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -78,4 +92,6 @@ def set_params(project: Path, update: dict) -> None:
 
 def ran_stages(output: str) -> list[str]:
     """Names of the stages that `dvc repro` / `dvc exp run` actually executed."""
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+    return [
+        line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
+    ]

@@ -44,8 +44,7 @@ def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float) 
 def _serve(args: list[str], url: str, log: Path, timeout: float) -> Iterator[None]:
     """Run ``args`` in its own process group until the block ends, then stop the group."""
     with log.open("w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_until_up(url, proc, log, timeout)
         yield
@@ -65,12 +64,23 @@ def _bin(name: str) -> str:
 
 @contextmanager
 def mlflow_server(workdir: Path, port: int | None = None) -> Iterator[str]:
-    """An ``mlflow server`` with a SQLite backend and artifacts under ``workdir``; yields its URI."""
+    """An ``mlflow server``: SQLite backend, artifacts under ``workdir``; yields its URI."""
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    args = [_bin("mlflow"), "server", "--host", HOST, "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-            "--artifacts-destination", str(workdir / "artifacts")]
+    args = [
+        _bin("mlflow"),
+        "server",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{workdir / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(workdir / "artifacts"),
+    ]
     uri = f"http://{HOST}:{port}"
     with _serve(args, f"{uri}/health", workdir / f"mlflow-{port}.log", timeout=120):
         yield uri

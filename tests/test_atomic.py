@@ -14,8 +14,12 @@ from otpc.atomic import atomic_dir, write_text
 
 def dead_pid() -> int:
     """The id of a process that has exited."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(proc.stdout)
 
 
@@ -35,7 +39,8 @@ def test_temporaries_of_dead_writers_are_removed_by_the_next_write(tmp_path: Pat
         (tmp / "index").write_text("i")
 
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [live.name, other.name, "render", "table.parquet"])
+        [live.name, other.name, "render", "table.parquet"]
+    )
 
 
 def test_a_failing_writer_leaves_the_old_content(tmp_path: Path) -> None:

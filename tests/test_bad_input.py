@@ -56,13 +56,25 @@ def test_fewer_than_two_frames(workdir: Path) -> None:
 
 
 def test_every_params_problem_reported_at_once(workdir: Path) -> None:
-    edit_params(workdir / "params.yaml", render={"frames": 1, "guidance": -2},
-                data={"bins": [0, 2, 1], "n_per_group": -1}, model={"name": "sd99"},
-                score={"net": "resnet"}, couple={"methods": ["nope"]})
+    edit_params(
+        workdir / "params.yaml",
+        render={"frames": 1, "guidance": -2},
+        data={"bins": [0, 2, 1], "n_per_group": -1},
+        model={"name": "sd99"},
+        score={"net": "resnet"},
+        couple={"methods": ["nope"]},
+    )
     result = invoke(otpc_main, "check")
     assert result.exit_code == 1
-    for key in ("render.frames", "render.guidance", "data.bins", "data.n_per_group",
-                "model.name", "score.net", "couple.methods"):
+    for key in (
+        "render.frames",
+        "render.guidance",
+        "data.bins",
+        "data.n_per_group",
+        "model.name",
+        "score.net",
+        "couple.methods",
+    ):
         assert key in result.output, key
     assert "7 problem(s)" in result.output
 
@@ -72,14 +84,23 @@ def test_check_accepts_the_committed_params(workdir: Path) -> None:
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("caption1,rating\nA dog.,3\n", "missing column(s) ['caption2']"),
-    ("caption1,caption2,rating\nA dog.,A cat.,3\n  ,A cat.,2\n", "line 3: column 'caption1' is an empty prompt"),
-    ("caption1,caption2,rating\nA dog.,A cat.,high\n", "line 2: column 'rating' is not a number"),
-    ("caption1,caption2,rating\nA dog.,A cat.,nan\n", "line 2: column 'rating' is nan"),
-    ("caption1,caption2,rating\nA dog.,A cat.,9\n", "outside the bins"),
-    ("caption1,caption2,rating\nA dog.,A cat.,1\nA dog.,A cat.,2\n", "duplicate pair"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("caption1,rating\nA dog.,3\n", "missing column(s) ['caption2']"),
+        (
+            "caption1,caption2,rating\nA dog.,A cat.,3\n  ,A cat.,2\n",
+            "line 3: column 'caption1' is an empty prompt",
+        ),
+        (
+            "caption1,caption2,rating\nA dog.,A cat.,high\n",
+            "line 2: column 'rating' is not a number",
+        ),
+        ("caption1,caption2,rating\nA dog.,A cat.,nan\n", "line 2: column 'rating' is nan"),
+        ("caption1,caption2,rating\nA dog.,A cat.,9\n", "outside the bins"),
+        ("caption1,caption2,rating\nA dog.,A cat.,1\nA dog.,A cat.,2\n", "duplicate pair"),
+    ],
+)
 def test_bad_csv_names_file_and_row(workdir: Path, content: str, expected: str) -> None:
     (workdir / "pairs.csv").write_text(content)
     edit_params(workdir / "params.yaml", data={"path": "pairs.csv"})
@@ -91,7 +112,9 @@ def test_bad_csv_names_file_and_row(workdir: Path, content: str, expected: str) 
 
 @pytest.mark.parametrize("pair_id", ["", "a/b"])
 def test_unsafe_pair_ids_name_the_line(workdir: Path, pair_id: str) -> None:
-    (workdir / "pairs.csv").write_text(f"id,caption1,caption2,rating\nok,A dog.,A cat.,1\n{pair_id},A,B,2\n")
+    (workdir / "pairs.csv").write_text(
+        f"id,caption1,caption2,rating\nok,A dog.,A cat.,1\n{pair_id},A,B,2\n"
+    )
     edit_params(workdir / "params.yaml", data={"path": "pairs.csv", "id_column": "id"})
     result = invoke(sample_main, "--out", "pairs.parquet")
     assert result.exit_code == 1
@@ -108,7 +131,9 @@ def test_undecodable_bytes_name_the_line(workdir: Path) -> None:
 
 
 def test_group_with_no_pairs_names_the_group(workdir: Path) -> None:
-    edit_params(workdir / "params.yaml", data={"bins": [0, 0.5, 1, 2, 3, 4, 5], "path": "pairs.csv"})
+    edit_params(
+        workdir / "params.yaml", data={"bins": [0, 0.5, 1, 2, 3, 4, 5], "path": "pairs.csv"}
+    )
     result = invoke(sample_main, "--out", "pairs.parquet")
     assert result.exit_code == 1
     assert "similarity group [0.5,1) (data.bins) has no pairs" in result.output
@@ -125,6 +150,7 @@ def without(section: str) -> Callable[[str], str]:
         params = yaml.safe_load(text)
         del params[section]
         return yaml.safe_dump(params)
+
     return edit
 
 
@@ -133,36 +159,56 @@ def setting(section: str, **values: object) -> Callable[[str], str]:
         params = yaml.safe_load(text)
         params[section].update(values)
         return yaml.safe_dump(params)
+
     return edit
 
 
 # Params that used to pass `otpc check` and fail part-way through the pipeline.
 BAD_PARAMS = {
-    "height not a multiple of the VAE factor": (setting("render", height=66),
-                                                "render.height = 66: must be a multiple of 4"),
+    "height not a multiple of the VAE factor": (
+        setting("render", height=66),
+        "render.height = 66: must be a multiple of 4",
+    ),
     "no such device": (setting("model", device="banana"), "model.device = 'banana': not a device"),
-    "device not on this machine": (setting("model", device="cuda:99"),
-                                   "model.device = 'cuda:99': this machine has"),
-    "render section missing": (without("render"),
-                               "render.frames: missing (dvc.yaml's stage 'render' depends on it)"),
+    "device not on this machine": (
+        setting("model", device="cuda:99"),
+        "model.device = 'cuda:99': this machine has",
+    ),
+    "render section missing": (
+        without("render"),
+        "render.frames: missing (dvc.yaml's stage 'render' depends on it)",
+    ),
     "empty file": (lambda text: "", "the file is empty"),
     "null file": (lambda text: "null\n", "the file is empty"),
-    "duplicate key": (lambda text: text.replace("  steps: 15", "  steps: 15\n  steps: 30"),
-                      "duplicate key 'steps'"),
-    "empty study name": (lambda text: text.replace("study: otpc-demo", 'study: ""'),
-                         "study = '': must not be empty"),
-    "empty cache folder": (setting("render", cache_dir=""), "render.cache_dir = '': must not be empty"),
+    "duplicate key": (
+        lambda text: text.replace("  steps: 15", "  steps: 15\n  steps: 30"),
+        "duplicate key 'steps'",
+    ),
+    "empty study name": (
+        lambda text: text.replace("study: otpc-demo", 'study: ""'),
+        "study = '': must not be empty",
+    ),
+    "empty cache folder": (
+        setting("render", cache_dir=""),
+        "render.cache_dir = '': must not be empty",
+    ),
     "a million frames": (setting("render", frames=10**6), "render.frames = 1000000"),
     "more steps than the scheduler has": (setting("render", steps=10**5), "render.steps = 100000"),
     "model folder that is not a diffusers pipeline": (
-        setting("model", name="."), "model.name = '.': '.' is a folder but not a diffusers pipeline"),
-    "data file missing": (setting("data", path="nowhere.csv"), "data.path = 'nowhere.csv': file not found"),
+        setting("model", name="."),
+        "model.name = '.': '.' is a folder but not a diffusers pipeline",
+    ),
+    "data file missing": (
+        setting("data", path="nowhere.csv"),
+        "data.path = 'nowhere.csv': file not found",
+    ),
 }
 
 
 @pytest.mark.parametrize("edit, message", BAD_PARAMS.values(), ids=BAD_PARAMS.keys())
-def test_check_catches_what_would_fail_later_naming_the_key(workdir: Path, edit, message: str
-                                                            ) -> None:
+def test_check_catches_what_would_fail_later_naming_the_key(
+    workdir: Path, edit, message: str
+) -> None:
     path = workdir / "params.yaml"
     path.write_text(edit(path.read_text()))
     result = invoke(otpc_main, "check")
@@ -187,17 +233,19 @@ def test_each_stage_runs_the_same_check_first(workdir: Path) -> None:
 
 
 # Records on lines 2-4 and 5-6 (quoted newlines); the next one starts on line 7.
-MULTILINE = ('caption1,caption2,rating\n"A dog\non two\nlines.",A cat.,1\n'
-             '"Another\nlong one.",B,2\n')
+MULTILINE = 'caption1,caption2,rating\n"A dog\non two\nlines.",A cat.,1\n"Another\nlong one.",B,2\n'
 
 
-@pytest.mark.parametrize("content, expected", [
-    (MULTILINE + "C,D,high\n", "line 7: column 'rating' is not a number"),
-    (MULTILINE + "C,D\n", "line 7: 2 field(s), but the header (line 1) has 3"),
-    (MULTILINE + "C,D,7\n", "line 7: pair"),
-    (MULTILINE + "C,\u200b\u2060,1\n", "line 7: column 'caption2' is an empty prompt"),
-    (MULTILINE + 'C,"unclosed,1\n', "line 7: 2 field(s)"),  # the quote runs to the end
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (MULTILINE + "C,D,high\n", "line 7: column 'rating' is not a number"),
+        (MULTILINE + "C,D\n", "line 7: 2 field(s), but the header (line 1) has 3"),
+        (MULTILINE + "C,D,7\n", "line 7: pair"),
+        (MULTILINE + "C,\u200b\u2060,1\n", "line 7: column 'caption2' is an empty prompt"),
+        (MULTILINE + 'C,"unclosed,1\n', "line 7: 2 field(s)"),  # the quote runs to the end
+    ],
+)
 def test_line_numbers_count_quoted_newlines(workdir: Path, content: str, expected: str) -> None:
     (workdir / "pairs.csv").write_text(content)
     result = invoke(sample_main, "--out", "pairs.parquet")

@@ -14,14 +14,36 @@ NUMBER = r"([0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?)"
 
 def test_render_benchmark_prints_ratios():
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "render.py"), "--arch", "tiny",
-         "--device", "cpu", "--steps", "2", "--frames", "3", "--paths", "2",
-         "--batch-size", "4", "--threads", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "render.py"),
+            "--arch",
+            "tiny",
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--frames",
+            "3",
+            "--paths",
+            "2",
+            "--batch-size",
+            "4",
+            "--threads",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    for label in ("(a) pipeline, 1 frame/call", "(b) pipeline, 3 frames/call",
-                  "(c) otpc Renderer, batch 4"):
+    for label in (
+        "(a) pipeline, 1 frame/call",
+        "(b) pipeline, 3 frames/call",
+        "(c) otpc Renderer, batch 4",
+    ):
         seconds = re.search(re.escape(label) + rf": {NUMBER} s/image \(6 images", out)
         assert seconds and float(seconds.group(1)) > 0, (label, out)
     for ratio in ("(a)/(c)", "(b)/(c)"):

@@ -12,4 +12,6 @@ def test_methods_lists_registry_and_presets() -> None:
     assert result.exit_code == 0, result.output
     names = [line.split(":")[0].strip() for line in result.output.splitlines()]
     assert names == list(METHODS) + list(PRESETS)
-    assert "seeded replicates" in next(l for l in result.output.splitlines() if "random:" in l)
+    assert "seeded replicates" in next(
+        line for line in result.output.splitlines() if "random:" in line
+    )

@@ -36,8 +36,13 @@ def test_two_queued_experiments_run_concurrently(tmp_path: Path) -> None:
     for guidance in ("5.0", "9.0"):
         run(["dvc", "exp", "run", "--queue", "-S", f"render.guidance={guidance}"], project)
     # The workers outlive `dvc queue start`: give them no pipe of ours to hold open.
-    quiet = {"cwd": project, "env": env(), "stdout": subprocess.DEVNULL,
-             "stderr": subprocess.DEVNULL, "timeout": 120}
+    quiet = {
+        "cwd": project,
+        "env": env(),
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+        "timeout": 120,
+    }
     subprocess.run(["dvc", "queue", "start", "-j", "2"], check=True, **quiet)
     try:
         status = wait_for_queue(project)
@@ -48,8 +53,9 @@ def test_two_queued_experiments_run_concurrently(tmp_path: Path) -> None:
 
     with sqlite3.connect(project / "mlflow.db") as db:
         runs = db.execute("select run_uuid from runs").fetchall()
-        guidance = {row[0] for row in db.execute(
-            "select value from params where key = 'render.guidance'")}
+        guidance = {
+            row[0] for row in db.execute("select value from params where key = 'render.guidance'")
+        }
     assert len(runs) == 3
     assert guidance == {"7.5", "5.0", "9.0"}
 
@@ -58,4 +64,4 @@ def test_two_queued_experiments_run_concurrently(tmp_path: Path) -> None:
     assert frames
     for frame in frames:
         cache.read(frame.stem)  # raises on any damaged or foreign entry
-    assert not [p for p in (project / ".otpc_cache").rglob("*.tmp")]
+    assert not list((project / ".otpc_cache").rglob("*.tmp"))

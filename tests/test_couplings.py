@@ -17,8 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from otpc.couplings import (METHODS, cost_matrices, cost_matrix, couple, couple_many,
-                            permutation_cost, plan_to_permutation)
+from otpc.couplings import (
+    METHODS,
+    cost_matrices,
+    cost_matrix,
+    couple,
+    couple_many,
+    permutation_cost,
+    plan_to_permutation,
+)
 
 coords = st.floats(-10, 10, allow_nan=False, allow_infinity=False)
 
@@ -95,7 +102,7 @@ def test_ot_cost_is_invariant_to_row_order(pair: tuple[np.ndarray, np.ndarray], 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(2, 20), st.data())
 def test_ot_permutation_is_equivariant(seed: int, n: int, data) -> None:
-    """On generic data: permuting A's rows by pi gives sigma o pi; B's by rho gives rho^-1 o sigma."""
+    """Generic data: permuting A's rows by pi gives sigma o pi; B's by rho, rho^-1 o sigma."""
     a, b = generic_pair(seed, n)
     pi = np.array(data.draw(st.permutations(range(n))))
     rho = np.array(data.draw(st.permutations(range(n))))
@@ -115,9 +122,9 @@ def test_sinkhorn_cost_approaches_w2(seed: int) -> None:
     eps_unit = cost_matrix(a, b).mean()
     regs = (1.0, 0.3, 0.1, 0.05)
     gaps = [couple(a, b, "sinkhorn", sinkhorn_reg=r).cost - w2 for r in regs]
-    for reg, gap in zip(regs, gaps):
+    for reg, gap in zip(regs, gaps, strict=True):
         assert -1e-9 * w2 <= gap <= reg * eps_unit * np.log(n) + 1e-9 * w2, (reg, gaps)
-    assert all(x > y for x, y in zip(gaps, gaps[1:])), gaps
+    assert all(x > y for x, y in itertools.pairwise(gaps)), gaps
 
 
 def test_degenerate_plan_mixing_two_optimal_permutations() -> None:
@@ -127,8 +134,11 @@ def test_degenerate_plan_mixing_two_optimal_permutations() -> None:
     b = np.array([[1.0, 0.0], [0.0, 1.0], [5.0, 2.0], [2.0, -2.0]])
     n = len(a)
     best = brute_force(a, b)
-    optimal = [np.array(p) for p in itertools.permutations(range(n))
-               if abs(permutation_cost(a, b, np.array(p)) - best) <= tol(best)]
+    optimal = [
+        np.array(p)
+        for p in itertools.permutations(range(n))
+        if abs(permutation_cost(a, b, np.array(p)) - best) <= tol(best)
+    ]
     assert len(optimal) == 2
     plan = (np.eye(n)[optimal[0]] + np.eye(n)[optimal[1]]) / (2 * n)
     m = cost_matrix(a, b)
@@ -194,8 +204,12 @@ def test_cost_matrices_match_pot() -> None:
     batched = cost_matrices(torch.from_numpy(a).float(), b)
     assert batched.dtype == np.float64 and batched.shape == (5, 9, 9)
     for p in range(5):
-        np.testing.assert_allclose(batched[p], ot.dist(a[p].astype(np.float32).astype(np.float64),
-                                                       b[p]), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            batched[p],
+            ot.dist(a[p].astype(np.float32).astype(np.float64), b[p]),
+            rtol=1e-12,
+            atol=1e-12,
+        )
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -232,9 +246,28 @@ def test_benchmark_script_runs(tmp_path) -> None:
     """benchmarks/couple.py at a tiny size: it runs, checks itself against ``couple`` and
     reports its numbers."""
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "couple.py"
-    proc = subprocess.run([sys.executable, str(script), "--pairs", "50", "--n", "12", "--dim", "32",
-                           "--block", "20", "--workers", "2", "--check", "5"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--pairs",
+            "50",
+            "--n",
+            "12",
+            "--dim",
+            "32",
+            "--block",
+            "20",
+            "--workers",
+            "2",
+            "--check",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "50 pairs of 12 x 32 clouds, 2 worker(s)" in proc.stdout
     assert re.search(r"coupling: [\d.]+ s total, \d+ pairs/s", proc.stdout)

@@ -11,8 +11,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from otpc.cxc import (CAPTIONS_URL, cached_captions_path, cxc_pair_id, download,
-                      read_cxc_pairs, read_sts, sentid)
+from otpc.cxc import (
+    CAPTIONS_URL,
+    cached_captions_path,
+    cxc_pair_id,
+    download,
+    read_cxc_pairs,
+    read_sts,
+    sentid,
+)
 from otpc.errors import InputError
 from otpc.pairs import sample_groups
 from otpc.params import DataParams
@@ -42,7 +49,7 @@ def test_rows_join_their_captions() -> None:
     pairs = read_cxc_pairs(params(), FIXTURE)
     assert pairs.columns == ["pair_id", "prompt_a", "prompt_b", "score", "line"]
     assert len(pairs) == len(STS)
-    rows = zip(pairs.iter_rows(named=True), STS.iter_rows())
+    rows = zip(pairs.iter_rows(named=True), STS.iter_rows(), strict=True)
     for line, (row, (a, b, score, _)) in enumerate(rows, start=2):
         assert row["pair_id"] == cxc_pair_id(a, b)
         assert (row["prompt_a"], row["prompt_b"]) == (expected_text(a), expected_text(b))
@@ -52,8 +59,7 @@ def test_rows_join_their_captions() -> None:
 
 def test_pair_ids_come_from_caption_ids() -> None:
     assert cxc_pair_id("COCO_val2014:sentid:98", "COCO_val2014:sentid:480512") == "cxc-98-480512"
-    assert (cxc_pair_id("COCO_val2014:sentid:480512", "COCO_val2014:sentid:98")
-            == "cxc-98-480512")
+    assert cxc_pair_id("COCO_val2014:sentid:480512", "COCO_val2014:sentid:98") == "cxc-98-480512"
     with pytest.raises(InputError, match="COCO_val2014:98"):
         cxc_pair_id("COCO_val2014:98", "COCO_val2014:sentid:1")
 
@@ -62,8 +68,9 @@ def test_pair_ids_come_from_caption_ids() -> None:
 def test_sampling_method_filters(method: str) -> None:
     pairs = read_cxc_pairs(params(sampling_method=method), FIXTURE)
     wanted = STS.filter(pl.col("sampling_method") == method)
-    assert set(pairs["pair_id"]) == {cxc_pair_id(a, b) for a, b in
-                                     wanted.select("caption1", "caption2").iter_rows()}
+    assert set(pairs["pair_id"]) == {
+        cxc_pair_id(a, b) for a, b in wanted.select("caption1", "caption2").iter_rows()
+    }
 
 
 def test_symmetric_duplicates_count_once(tmp_path: Path) -> None:
@@ -104,8 +111,10 @@ def test_missing_sentid_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=f"1 caption id.*{gone}"):
         read_cxc_pairs(data, FIXTURE)
     # the id is only needed when its row is selected
-    assert len(read_cxc_pairs(data.model_copy(update={"sampling_method": "c2c_cocaption"}),
-                              FIXTURE)) == 5
+    assert (
+        len(read_cxc_pairs(data.model_copy(update={"sampling_method": "c2c_cocaption"}), FIXTURE))
+        == 5
+    )
 
 
 def test_wrong_json_is_an_error(tmp_path: Path) -> None:
@@ -120,8 +129,9 @@ def test_named_captions_file_missing(tmp_path: Path) -> None:
         read_cxc_pairs(DataParams(source="cxc", captions=str(missing)), FIXTURE)
 
 
-def test_offline_without_captions_names_url_and_place(home: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_without_captions_names_url_and_place(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OTPC_OFFLINE", "1")
     with pytest.raises(InputError) as err:
         read_cxc_pairs(DataParams(source="cxc"), FIXTURE)
@@ -141,7 +151,7 @@ def test_unreachable_url_is_an_error_naming_url_and_place(tmp_path: Path) -> Non
 class _Truncating(http.server.BaseHTTPRequestHandler):
     """Promises 1 MB, sends 10 bytes, hangs up: a download cut off half-way."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(1 << 20))
         self.end_headers()
@@ -166,8 +176,7 @@ def test_interrupted_download_leaves_nothing(tmp_path: Path) -> None:
     assert list(dest.parent.iterdir()) == []  # neither the file nor a temporary sibling
 
 
-def test_download_fills_the_cache_used_when_captions_is_unset(home: Path,
-                                                              tmp_path: Path) -> None:
+def test_download_fills_the_cache_used_when_captions_is_unset(home: Path, tmp_path: Path) -> None:
     served = tmp_path / "served.zip"
     with zipfile.ZipFile(served, "w") as zf:
         zf.write(FIXTURE / "dataset_coco.json", "dataset_coco.json")
@@ -205,23 +214,35 @@ def test_download_that_is_not_a_zip_is_rejected(tmp_path: Path) -> None:
     assert list(dest.parent.iterdir()) == []
 
 
-def test_sample_stage_on_the_real_val_split(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sample_stage_on_the_real_val_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The study's sample step on all of data/cxc/sts_val.csv, with a Karpathy-format file
     that has a (stand-in) caption for each of its 25,000 ids."""
     sts = pl.read_csv(ROOT / "data" / "cxc" / "sts_val.csv")
     ids = sorted({int(c.rsplit(":", 1)[1]) for c in pl.concat([sts["caption1"], sts["caption2"]])})
-    doc = {"images": [{"imgid": i, "sentences": [{"sentid": s, "raw": expected_text(f"x:{s}")}]}
-                      for i, s in enumerate(ids)]}
+    doc = {
+        "images": [
+            {"imgid": i, "sentences": [{"sentid": s, "raw": expected_text(f"x:{s}")}]}
+            for i, s in enumerate(ids)
+        ]
+    }
     (tmp_path / "dataset_coco.json").write_text(json.dumps(doc))
     monkeypatch.chdir(ROOT)  # the stage reads data/cxc/ from the project root
-    data = DataParams(source="cxc", captions=str(tmp_path / "dataset_coco.json"), n_per_group=2,
-                      sampling_method="c2c_isim")
+    data = DataParams(
+        source="cxc",
+        captions=str(tmp_path / "dataset_coco.json"),
+        n_per_group=2,
+        sampling_method="c2c_isim",
+    )
     table = sample(data, tmp_path / "pairs.parquet")
     assert table.equals(pl.read_parquet(tmp_path / "pairs.parquet"))
     assert table["group"].value_counts()["count"].to_list() == [2] * 5
     isim = {cxc_pair_id(a, b): (a, b, s) for a, b, s, m in sts.iter_rows() if m == "c2c_isim"}
     for row in table.iter_rows(named=True):
         a, b, score = isim[row["pair_id"]]
-        assert (row["prompt_a"], row["prompt_b"], row["score"]) == (expected_text(a),
-                                                                    expected_text(b), score)
+        assert (row["prompt_a"], row["prompt_b"], row["score"]) == (
+            expected_text(a),
+            expected_text(b),
+            score,
+        )

@@ -13,13 +13,19 @@ import pytest
 from tests.project import make_project, ran_stages, run, set_params
 
 pytestmark = pytest.mark.slow
-TABLES = ["outputs/pairs.parquet", "outputs/couplings.parquet", "outputs/scores.parquet",
-          "metrics/summary.json", "metrics/ppl_by_group.csv", "metrics/fig_ppl_cost.png",
-          "metrics/fig_strips.png"]
+TABLES = [
+    "outputs/pairs.parquet",
+    "outputs/couplings.parquet",
+    "outputs/scores.parquet",
+    "metrics/summary.json",
+    "metrics/ppl_by_group.csv",
+    "metrics/fig_ppl_cost.png",
+    "metrics/fig_strips.png",
+]
 
 
 def snapshot(project: Path, dest: Path) -> Path:
-    for rel in TABLES + ["outputs/render"]:
+    for rel in [*TABLES, "outputs/render"]:
         src = project / rel
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / rel)
@@ -40,11 +46,16 @@ def test_same_params_twice_give_identical_bytes(project: Path, tmp_path: Path) -
     run(["dvc", "repro", "--force"], project)
     for rel in TABLES:
         assert filecmp.cmp(first / rel, project / rel, shallow=False), rel
-    frames = sorted(p.relative_to(first / "outputs/render")
-                    for p in (first / "outputs/render").rglob("*.png"))
+    frames = sorted(
+        p.relative_to(first / "outputs/render") for p in (first / "outputs/render").rglob("*.png")
+    )
     assert frames
-    _, mismatch, errors = filecmp.cmpfiles(first / "outputs/render", project / "outputs/render",
-                                           [str(f) for f in frames], shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(
+        first / "outputs/render",
+        project / "outputs/render",
+        [str(f) for f in frames],
+        shallow=False,
+    )
     assert not mismatch and not errors
 
 

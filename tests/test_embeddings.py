@@ -12,17 +12,27 @@ import pytest
 from otpc import embeddings
 from otpc.errors import InputError
 
-SAVE = ("import sys, torch; from pathlib import Path; from otpc import embeddings; "
-        "e = embeddings.PromptEmbedding('a cat', torch.arange(12.).reshape(3, 4), 5, False, "
-        "torch.ones(2)); print(embeddings.save(Path(sys.argv[1]), e))")
+SAVE = (
+    "import sys, torch; from pathlib import Path; from otpc import embeddings; "
+    "e = embeddings.PromptEmbedding('a cat', torch.arange(12.).reshape(3, 4), 5, False, "
+    "torch.ones(2)); print(embeddings.save(Path(sys.argv[1]), e))"
+)
 
 
 def test_the_same_embedding_is_the_same_bytes_in_any_process(tmp_path: Path) -> None:
     """safetensors writes several metadata keys in a random order; otpc writes one."""
-    files = [Path(subprocess.run([sys.executable, "-c", SAVE, str(tmp_path / str(seed))],
-                                 capture_output=True, text=True, check=True,
-                                 env=dict(os.environ, PYTHONHASHSEED=str(seed))).stdout.strip())
-             for seed in range(4)]
+    files = [
+        Path(
+            subprocess.run(
+                [sys.executable, "-c", SAVE, str(tmp_path / str(seed))],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=dict(os.environ, PYTHONHASHSEED=str(seed)),
+            ).stdout.strip()
+        )
+        for seed in range(4)
+    ]
     assert len({f.read_bytes() for f in files}) == 1
     back = embeddings.load(files[0].parent, files[0].stem)
     assert (back.prompt, back.n_tokens, back.truncated) == ("a cat", 5, False)
@@ -30,8 +40,11 @@ def test_the_same_embedding_is_the_same_bytes_in_any_process(tmp_path: Path) -> 
 
 
 def test_damaged_embedding_names_the_file(tmp_path: Path) -> None:
-    path = Path(subprocess.run([sys.executable, "-c", SAVE, str(tmp_path)], capture_output=True,
-                               text=True, check=True).stdout.strip())
+    path = Path(
+        subprocess.run(
+            [sys.executable, "-c", SAVE, str(tmp_path)], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(InputError, match=f"{path.name}.*re-run `embed`"):
         embeddings.load(tmp_path, path.stem)

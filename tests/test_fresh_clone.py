@@ -25,16 +25,21 @@ from tests.project import ROOT, env, ran_stages, run
 
 pytestmark = pytest.mark.slow
 STAGES = ["sample", "embed", "couple", "render", "score", "aggregate", "log"]
-OTHER_MACHINE = {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3",
-                 "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41",
-                 "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR X86_V3"}
+OTHER_MACHINE = {
+    "OMP_NUM_THREADS": "3",
+    "MKL_NUM_THREADS": "3",
+    "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+    "ONEDNN_MAX_CPU_ISA": "SSE41",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR X86_V3",
+}
 
 
 def fresh_clone(dest: Path) -> Path:
     """The project's files as git has them (tracked, and new ones it does not ignore) in a
     new repository: a `git clone`, with uncommitted edits included."""
-    listed = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                 ROOT).stdout.split("\0")
+    listed = run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], ROOT
+    ).stdout.split("\0")
     for rel in filter(None, listed):
         if (ROOT / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -99,10 +104,11 @@ def test_second_repro_runs_and_logs_nothing(clones) -> None:
 def test_another_machine_gives_the_same_bytes(clones) -> None:
     first, second, _ = clones
     assert status(second) == ""  # its dvc.lock is the committed one too
-    files = sorted(str(p.relative_to(first)) for p in (first / "outputs").rglob("*")
-                   if p.is_file())
+    files = sorted(str(p.relative_to(first)) for p in (first / "outputs").rglob("*") if p.is_file())
     assert len(files) > 200
     _, mismatch, errors = filecmp.cmpfiles(first, second, files, shallow=False)
     assert not mismatch and not errors, (mismatch + errors)[:5]
     for rel in ("dvc.lock", "metrics/summary.json", "metrics/fig_strips.png"):
-        assert (first / rel).read_bytes() == (second / rel).read_bytes() == (ROOT / rel).read_bytes()
+        assert (
+            (first / rel).read_bytes() == (second / rel).read_bytes() == (ROOT / rel).read_bytes()
+        )

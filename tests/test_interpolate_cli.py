@@ -26,9 +26,23 @@ GAP = 2  # the white gap otpc.images puts between frames and rows
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
     out = tmp_path_factory.mktemp("interp") / "out"
-    result = CliRunner().invoke(main, ["interpolate", *PROMPTS, "--methods", ",".join(METHODS),
-                                       "--frames", str(FRAMES), "--steps", "2", "--batch-size", "4",
-                                       "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "interpolate",
+            *PROMPTS,
+            "--methods",
+            ",".join(METHODS),
+            "--frames",
+            str(FRAMES),
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return result, out
 
@@ -44,19 +58,20 @@ def frames_of(strip_png: Path) -> np.ndarray:
     image = np.asarray(Image.open(strip_png).convert("RGB"))
     h = image.shape[0]
     assert image.shape[1] == FRAMES * h + (FRAMES - 1) * GAP
-    return np.stack([image[:, k * (h + GAP):k * (h + GAP) + h] for k in range(FRAMES)])
+    return np.stack([image[:, k * (h + GAP) : k * (h + GAP) + h] for k in range(FRAMES)])
 
 
 def test_writes_a_strip_and_gif_per_method_and_a_comparison(run) -> None:
-    result, out = run
+    _result, out = run
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{m}.{ext}" for m in METHODS for ext in ("png", "gif")] + ["comparison.png"])
+        [f"{m}.{ext}" for m in METHODS for ext in ("png", "gif")] + ["comparison.png"]
+    )
     strips = {m: frames_of(out / f"{m}.png") for m in METHODS}
     h = strips["clip"].shape[1]
     comparison = np.asarray(Image.open(out / "comparison.png").convert("RGB"))
     assert comparison.shape[0] == len(METHODS) * h + (len(METHODS) - 1) * GAP
     for i, m in enumerate(METHODS):
-        row = comparison[i * (h + GAP):i * (h + GAP) + h]
+        row = comparison[i * (h + GAP) : i * (h + GAP) + h]
         np.testing.assert_array_equal(row, np.asarray(Image.open(out / f"{m}.png").convert("RGB")))
         gif = Image.open(out / f"{m}.gif")
         assert gif.n_frames == 2 * FRAMES - 2  # forward, then back without repeating the ends
@@ -67,11 +82,11 @@ def test_writes_a_strip_and_gif_per_method_and_a_comparison(run) -> None:
     assert not np.array_equal(strips["random"][1], strips["clip"][1])  # the middles differ
 
 
-def test_prints_cost_and_ppl_of_each_path(run, tiny_pipe) -> None:
+def test_prints_cost_and_ppl_of_each_path(run, tiny) -> None:
     result, out = run
     report = printed(result)
     assert list(report) == list(METHODS)
-    ea, eb = encode(tiny_pipe, list(PROMPTS))
+    ea, eb = encode(tiny, list(PROMPTS))
     a, b = ea.embeds.double().numpy(), eb.embeds.double().numpy()
     w = np.full(len(a), 1.0 / len(a))
     w2 = ot.emd2(w, w, ot.dist(a, b))
@@ -93,14 +108,17 @@ def test_shows_a_rendering_progress_bar(run) -> None:
     assert "100%" in result.stderr and "step" in result.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["", "a cat"], "PROMPT_A': prompt_a is an empty prompt"),
-    (["a cat", "   "], "PROMPT_B': prompt_b is an empty prompt"),
-    (["a cat", "\u200b\u2060\ufeff"], "PROMPT_B': prompt_b is an empty prompt"),
-    (["a cat", "a dog", "--frames", "1"], "'--frames': 1 is not in the range x>=2"),
-    (["a cat", "a dog", "--methods", "clip,bogus"], "unknown method(s) 'bogus'"),
-    (["a cat", "a dog", "--methods", ","], "no method given"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["", "a cat"], "PROMPT_A': prompt_a is an empty prompt"),
+        (["a cat", "   "], "PROMPT_B': prompt_b is an empty prompt"),
+        (["a cat", "\u200b\u2060\ufeff"], "PROMPT_B': prompt_b is an empty prompt"),
+        (["a cat", "a dog", "--frames", "1"], "'--frames': 1 is not in the range x>=2"),
+        (["a cat", "a dog", "--methods", "clip,bogus"], "unknown method(s) 'bogus'"),
+        (["a cat", "a dog", "--methods", ","], "no method given"),
+    ],
+)
 def test_bad_arguments_name_the_problem(tmp_path: Path, args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, ["interpolate", *args, "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
@@ -112,8 +130,19 @@ def test_out_must_be_new_or_empty_unless_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    args = ["interpolate", "a cat", "a dog", "--methods", "clip", "--frames", "2", "--steps", "1",
-            "--out", str(out)]
+    args = [
+        "interpolate",
+        "a cat",
+        "a dog",
+        "--methods",
+        "clip",
+        "--frames",
+        "2",
+        "--steps",
+        "1",
+        "--out",
+        str(out),
+    ]
     refused = CliRunner().invoke(main, args)
     assert refused.exit_code == 2
     assert "exists and is not empty; pass --overwrite" in refused.output
@@ -126,8 +155,18 @@ def test_out_must_be_new_or_empty_unless_overwrite(tmp_path: Path) -> None:
 def test_unwritable_out_is_refused_before_any_work(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = CliRunner().invoke(main, ["interpolate", "a cat", "a dog", "--model", "no/such-model",
-                                       "--out", str(blocker / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "interpolate",
+            "a cat",
+            "a dog",
+            "--model",
+            "no/such-model",
+            "--out",
+            str(blocker / "out"),
+        ],
+    )
     assert result.exit_code == 2
     assert f"cannot write to {blocker / 'out'}" in result.output
     assert "no/such-model" not in result.output  # refused before the model is looked at
@@ -136,9 +175,24 @@ def test_unwritable_out_is_refused_before_any_work(tmp_path: Path) -> None:
 def test_a_very_long_prompt_prints_a_short_note(tmp_path: Path) -> None:
     """The pipeline would print every word a 10,000-character prompt loses to truncation."""
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "otpc"), "interpolate", "word " * 2000, "a cat",
-         "--methods", "clip", "--frames", "2", "--steps", "1", "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=300)
+        [
+            str(Path(sys.executable).parent / "otpc"),
+            "interpolate",
+            "word " * 2000,
+            "a cat",
+            "--methods",
+            "clip",
+            "--frames",
+            "2",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "note: prompt truncated to the tokenizer's limit" in proc.stdout
     assert len(proc.stdout) + len(proc.stderr) < 2000, proc.stdout + proc.stderr

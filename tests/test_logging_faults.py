@@ -54,11 +54,13 @@ def statuses(project: Path) -> list[str]:
 
 
 def test_killed_logging_is_marked_failed_and_logged_again_whole(project: Path) -> None:
-    proc = subprocess.Popen(LOG, cwd=project, env=local_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        LOG, cwd=project, env=local_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
-    while "RUNNING" not in statuses(project) and proc.poll() is None \
-            and time.monotonic() < deadline:
+    while (
+        "RUNNING" not in statuses(project) and proc.poll() is None and time.monotonic() < deadline
+    ):
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the kill must land while the run is being logged"
@@ -76,8 +78,7 @@ def test_killed_logging_is_marked_failed_and_logged_again_whole(project: Path) -
     assert ran_stages(run(["dvc", "repro"], project, env=local_env()).stdout) == []
 
 
-def test_failed_upload_marks_its_run_failed_and_otpc_log_completes_a_new_one(
-        project: Path) -> None:
+def test_failed_upload_marks_its_run_failed_and_otpc_log_completes_a_new_one(project: Path) -> None:
     (project / "mlartifacts").write_text("a file where the artifact store should be")
     proc = run(["dvc", "repro"], project, env=local_env())
     assert ran_stages(proc.stdout) == ["log"]

@@ -11,13 +11,24 @@ import pytest
 import torch
 import torchvision
 
-from otpc.perceptual import (BACKBONE_WEIGHTS, backbone_checkpoint, load_lpips, step_distances,
-                             to_lpips_input)
+from otpc.perceptual import (
+    BACKBONE_WEIGHTS,
+    backbone_checkpoint,
+    load_lpips,
+    step_distances,
+    to_lpips_input,
+)
 
-BUILDERS = {"alex": torchvision.models.alexnet, "vgg": torchvision.models.vgg16,
-            "squeeze": torchvision.models.squeezenet1_1}
-CHECKPOINTS = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth",
-               "squeeze": "squeezenet1_1-b8a52dc0.pth"}
+BUILDERS = {
+    "alex": torchvision.models.alexnet,
+    "vgg": torchvision.models.vgg16,
+    "squeeze": torchvision.models.squeezenet1_1,
+}
+CHECKPOINTS = {
+    "alex": "alexnet-owt-7be5be79.pth",
+    "vgg": "vgg16-397923af.pth",
+    "squeeze": "squeezenet1_1-b8a52dc0.pth",
+}
 
 
 def fake_imagenet_weights(net: str) -> dict[str, torch.Tensor]:
@@ -60,8 +71,9 @@ def test_pretrained_backbone_is_loaded_from_the_hub_cache(net: str, torch_home: 
     assert len(features) > 0
     for name, param in features.items():
         assert torch.equal(param, written["features." + name.split(".", 1)[1]]), name
-    heads = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth",
-                       map_location="cpu")
+    heads = torch.load(
+        Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth", map_location="cpu"
+    )
     for key, value in heads.items():  # the package's trained linear heads
         assert torch.equal(metric.model.state_dict()[key], value), key
     x = to_lpips_input(images(0))
@@ -74,7 +86,9 @@ def test_untrained_fallback_is_deterministic(torch_home: Path) -> None:
     first, second = load_lpips("alex"), load_lpips("alex")
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # global RNG untouched
     assert not first.pretrained_backbone and not second.pretrained_backbone
-    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+    for (name, a), b in zip(
+        first.model.state_dict().items(), second.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     frames = images(1, n=5)
     assert np.array_equal(step_distances(first, frames), step_distances(second, frames))
@@ -87,8 +101,7 @@ def test_inputs_are_in_minus_one_to_one() -> None:
     x = to_lpips_input(frames)
     assert x.shape == (2, 3, 4, 4) and x.dtype == torch.float32
     assert x.min() == -1 and x.max() == 1 and torch.all(x[1] == 1)
-    assert torch.allclose(x[0, :, 0, 0], torch.tensor([-1.0, 128 / 127.5 - 1, 1.0]),
-                          atol=1e-6)
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([-1.0, 128 / 127.5 - 1, 1.0]), atol=1e-6)
 
 
 def test_step_distances_follow_the_path(torch_home: Path) -> None:

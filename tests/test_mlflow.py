@@ -71,8 +71,11 @@ def study(tmp_path_factory: pytest.TempPathFactory, server: str) -> Study:
     counts = []
     assert ran_stages(run(["dvc", "repro"], project, env=e).stdout) == STAGES
     counts.append(len(runs(server)))
-    temp = run(["dvc", "exp", "run", "--temp", "-n", "net-squeeze", "-S", "score.net=squeeze"],
-               project, env=e)
+    temp = run(
+        ["dvc", "exp", "run", "--temp", "-n", "net-squeeze", "-S", "score.net=squeeze"],
+        project,
+        env=e,
+    )
     assert ran_stages(temp.stdout) == ["score", "aggregate", "log"]
     counts.append(len(runs(server)))
     workspace = run(["dvc", "exp", "run", "-n", "net-vgg", "-S", "score.net=vgg"], project, env=e)
@@ -92,8 +95,12 @@ def test_two_experiments_differ_only_in_the_changed_param(study: Study) -> None:
     squeeze, vgg = run_for(study.uri, "net-squeeze"), run_for(study.uri, "net-vgg")
     assert (squeeze.info.run_name, vgg.info.run_name) == ("net-squeeze", "net-vgg")
     params = yaml.safe_load(exp_file(study.project, "net-vgg", "params.yaml"))
-    dotted = {f"{section}.{key}" for section, values in params.items()
-              if isinstance(values, dict) for key in values} | {"study"}
+    dotted = {
+        f"{section}.{key}"
+        for section, values in params.items()
+        if isinstance(values, dict)
+        for key in values
+    } | {"study"}
     assert set(squeeze.data.params) == set(vgg.data.params) == dotted
     differ = {k for k in dotted if squeeze.data.params[k] != vgg.data.params[k]}
     assert differ == {"score.net"}
@@ -114,8 +121,11 @@ def test_experiment_run_is_complete(study: Study, exp_name: str, tmp_path: Path)
 
 def test_temp_experiment_lands_in_the_projects_default_store(study: Study, tmp_path: Path) -> None:
     """Without MLFLOW_TRACKING_URI, a `--temp` run logs to <project>/mlflow.db, not the copy."""
-    proc = run(["dvc", "exp", "run", "--temp", "-n", "seed-one", "-S", "aggregate.seed=1"],
-               study.project, env=tracked(None))
+    proc = run(
+        ["dvc", "exp", "run", "--temp", "-n", "seed-one", "-S", "aggregate.seed=1"],
+        study.project,
+        env=tracked(None),
+    )
     assert ran_stages(proc.stdout) == ["aggregate", "log"]
     uri = f"sqlite:///{study.project / 'mlflow.db'}"
     (run_,) = runs(uri)
@@ -142,11 +152,14 @@ def crashed_attempt(uri: str, project: Path) -> str:
 
 
 def test_unreachable_server_keeps_results_and_otpc_log_logs_them_once(
-        study: Study, tmp_path: Path) -> None:
+    study: Study, tmp_path: Path
+) -> None:
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     e = tracked(uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
-    proc = run(["dvc", "exp", "run", "-n", "offline", "-S", "aggregate.seed=2"], study.project, env=e)
+    proc = run(
+        ["dvc", "exp", "run", "-n", "offline", "-S", "aggregate.seed=2"], study.project, env=e
+    )
     assert ran_stages(proc.stdout) == ["aggregate", "log"]
     assert f"could not log to {uri}" in proc.stdout + proc.stderr
     lock = yaml.safe_load((study.project / "dvc.lock").read_text())
@@ -156,8 +169,9 @@ def test_unreachable_server_keeps_results_and_otpc_log_logs_them_once(
 
     with mlflow_server(tmp_path / "server", port=port):
         crashed = crashed_attempt(uri, study.project)
-        logged = [run(["otpc", "log", "--exp-name", "offline"], study.project, env=e)
-                  for _ in range(2)]
+        logged = [
+            run(["otpc", "log", "--exp-name", "offline"], study.project, env=e) for _ in range(2)
+        ]
         ids = [re.search(r"run (\w+) in experiment", p.stdout)[1] for p in logged]
         assert ids[0] == ids[1] != crashed
         (run_,) = [r for r in runs(uri) if r.info.run_id != crashed]
@@ -166,4 +180,3 @@ def test_unreachable_server_keeps_results_and_otpc_log_logs_them_once(
         assert run_.data.tags["dvc_experiment"] == "offline"
         assert run_.data.params["aggregate.seed"] == "2"
         assert_complete(uri, run_, lock, summary, dest=tmp_path / "artifacts")
-

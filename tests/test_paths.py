@@ -19,8 +19,10 @@ coords = st.floats(-10, 10, allow_nan=False, allow_infinity=False)
 def cloud_pairs(draw: st.DrawFn, min_d: int = 1) -> tuple[np.ndarray, np.ndarray]:
     n = draw(st.integers(1, 8))
     d = draw(st.integers(min_d, 5))
-    return (draw(arrays(np.float64, (n, d), elements=coords)),
-            draw(arrays(np.float64, (n, d), elements=coords)))
+    return (
+        draw(arrays(np.float64, (n, d), elements=coords)),
+        draw(arrays(np.float64, (n, d), elements=coords)),
+    )
 
 
 methods = st.sampled_from(["clip", "ot", "random"])
@@ -40,8 +42,9 @@ def test_path_starts_at_a_and_ends_at_b_sigma(pair, method: str, frames: int, se
 @settings(max_examples=80, deadline=None)
 @given(cloud_pairs(), methods, st.integers(2, 12), st.integers(0, 1000))
 @example((np.zeros((2, 1)), np.zeros((2, 1))), "ot", 2, 0)  # identical clouds (CI failure)
-def test_permutation_path_has_constant_speed_and_length_sqrt_n_cost(pair, method: str,
-                                                                    frames: int, seed: int) -> None:
+def test_permutation_path_has_constant_speed_and_length_sqrt_n_cost(
+    pair, method: str, frames: int, seed: int
+) -> None:
     """E(t) = (1-t) A + t B[sigma] moves every row straight at constant speed, so each of the
     K-1 steps has Frobenius length ||B[sigma] - A|| / (K-1); the path's length L is
     ||B[sigma] - A||, hence L^2 = sum_i ||a_i - b_sigma(i)||^2 = n * cost, and its energy
@@ -50,17 +53,16 @@ def test_permutation_path_has_constant_speed_and_length_sqrt_n_cost(pair, method
     n = len(a)
     c = couple(a, b, method, seed=seed)
     steps = np.diff(path_frames(a, b, c, t_grid(frames)).numpy(), axis=0)
-    step_len = np.sqrt((steps ** 2).sum(axis=(1, 2)))
+    step_len = np.sqrt((steps**2).sum(axis=(1, 2)))
     scale = 1e-9 * max(1.0, n * c.cost)
     expected = np.sqrt(n * c.cost) / (frames - 1)
     np.testing.assert_allclose(step_len, expected, rtol=1e-9, atol=1e-9)
     assert step_len.sum() ** 2 == pytest.approx(n * c.cost, rel=1e-9, abs=scale)
     dt = 1 / (frames - 1)
-    assert (step_len ** 2).sum() / dt == pytest.approx(n * c.cost, rel=1e-9, abs=scale)
+    assert (step_len**2).sum() / dt == pytest.approx(n * c.cost, rel=1e-9, abs=scale)
     # every row of the cloud moves at its own constant speed along a fixed direction
-    row_steps = np.sqrt((steps ** 2).sum(axis=2))
-    np.testing.assert_allclose(row_steps, row_steps[:1].repeat(frames - 1, 0), rtol=1e-9,
-                               atol=1e-9)
+    row_steps = np.sqrt((steps**2).sum(axis=2))
+    np.testing.assert_allclose(row_steps, row_steps[:1].repeat(frames - 1, 0), rtol=1e-9, atol=1e-9)
 
 
 @settings(max_examples=80, deadline=None)
@@ -73,7 +75,9 @@ def test_slerp_ends_exact_and_norms_linear(pair, frames: int) -> None:
     np.testing.assert_array_equal(path[0], a)
     np.testing.assert_array_equal(path[-1], b)
     norms = np.linalg.norm(path, axis=-1)
-    expected = (1 - ts)[:, None] * np.linalg.norm(a, axis=-1) + ts[:, None] * np.linalg.norm(b, axis=-1)
+    expected = (1 - ts)[:, None] * np.linalg.norm(a, axis=-1) + ts[:, None] * np.linalg.norm(
+        b, axis=-1
+    )
     np.testing.assert_allclose(norms, expected, rtol=1e-9, atol=1e-9)
 
 
@@ -108,8 +112,10 @@ def test_slerp_moves_on_the_arc_and_turns_opposite_rows_continuously() -> None:
 
 def test_batched_paths_equal_single_paths() -> None:
     gen = torch.Generator().manual_seed(1)
-    a, b = torch.randn(4, 6, 3, generator=gen, dtype=torch.float64), torch.randn(
-        4, 6, 3, generator=gen, dtype=torch.float64)
+    a, b = (
+        torch.randn(4, 6, 3, generator=gen, dtype=torch.float64),
+        torch.randn(4, 6, 3, generator=gen, dtype=torch.float64),
+    )
     cs = couple_many(a, b, "random", seeds=[1, 2, 3, 4])
     perms = torch.as_tensor(np.stack([c.permutation for c in cs]))
     ts = t_grid(5)

@@ -4,9 +4,6 @@ on the same image."""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -15,8 +12,9 @@ from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
 from otpc.couplings import couple
 from otpc.embeddings import encode
+from otpc.params import RenderSettings
 from otpc.paths import path_frames, t_grid
-from otpc.render import Renderer, RenderSettings
+from otpc.render import Renderer
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +22,24 @@ def unet64() -> UNet2DConditionModel:
     """A small SD-1.x-shaped U-Net (random weights) in float64."""
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=48,
-        attention_head_dim=8, norm_num_groups=32)
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=48,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
     return unet.to(torch.float64).eval()
 
 
 @pytest.mark.parametrize("processor", [AttnProcessor2_0, AttnProcessor])
-def test_unet_output_is_invariant_to_row_permutation(unet64: UNet2DConditionModel,
-                                                     processor: type) -> None:
+def test_unet_output_is_invariant_to_row_permutation(
+    unet64: UNet2DConditionModel, processor: type
+) -> None:
     unet64.set_attn_processor(processor())
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 4, 8, 8, generator=gen, dtype=torch.float64)
@@ -51,15 +57,14 @@ def test_unet_output_is_invariant_to_row_permutation(unet64: UNet2DConditionMode
 
 
 @pytest.fixture(scope="module")
-def renderer64(tiny_pipe) -> Renderer:
-    """The tiny pipeline's renderer in float64 (a copy), so pixels are exact to compare."""
-    pipe = copy.deepcopy(tiny_pipe).to(torch.float64)
-    pipe.otpc_resolved = dataclasses.replace(tiny_pipe.otpc_resolved, dtype=torch.float64)
-    return Renderer(pipe, RenderSettings(steps=4, guidance=7.5, batch_size=8))
+def renderer64(tiny) -> Renderer:
+    """The tiny model's renderer, in float64 on the CPU, so pixels are exact to compare."""
+    assert tiny.resolved.dtype == torch.float64
+    return Renderer(tiny, RenderSettings(steps=4, guidance=7.5, batch_size=8))
 
 
-def test_pipeline_image_is_invariant_to_row_permutation(renderer64: Renderer) -> None:
-    ea, eb = encode(renderer64.pipe, ["a red fox in the snow", "a lighthouse at dusk"])
+def test_pipeline_image_is_invariant_to_row_permutation(tiny, renderer64: Renderer) -> None:
+    ea, eb = encode(tiny, ["a red fox in the snow", "a lighthouse at dusk"])
     perm = torch.randperm(77, generator=torch.Generator().manual_seed(2))
     latents = renderer64.initial_latents(7).expand(3, -1, -1, -1)
     images = renderer64.render_batch(torch.stack([ea.embeds, ea.embeds[perm], eb.embeds]), latents)
@@ -67,8 +72,8 @@ def test_pipeline_image_is_invariant_to_row_permutation(renderer64: Renderer) ->
     assert np.abs(images[0].astype(int) - images[2]).max() > 10  # the prompt does matter
 
 
-def test_every_coupling_ends_on_the_same_image(renderer64: Renderer) -> None:
-    ea, eb = encode(renderer64.pipe, ["a bowl of ripe peaches", "two cats asleep on a sofa"])
+def test_every_coupling_ends_on_the_same_image(tiny, renderer64: Renderer) -> None:
+    ea, eb = encode(tiny, ["a bowl of ripe peaches", "two cats asleep on a sofa"])
     a, b = ea.embeds.double(), eb.embeds.double()
     ts = t_grid(2)
     ends = [b]

@@ -25,21 +25,28 @@ SCORE = ["python", "-m", "stages.score"]
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Pairs, embeddings and couplings ready; rendering slow enough to interrupt."""
-    path = make_project(tmp_path_factory.mktemp("crash") / "study",
-                        {"render": {"steps": 6, "batch_size": 2, "frames": 5},
-                         "score": {"net": "vgg", "batch_size": 1}})
+    path = make_project(
+        tmp_path_factory.mktemp("crash") / "study",
+        {
+            "render": {"steps": 6, "batch_size": 2, "frames": 5},
+            "score": {"net": "vgg", "batch_size": 1},
+        },
+    )
     run(["dvc", "repro", "couple"], path)
     return path
 
 
 def entries(folder: Path, pattern: str) -> list[Path]:
-    return [p for p in folder.rglob(pattern) if not p.name.startswith(".")] if folder.exists() else []
+    return (
+        [p for p in folder.rglob(pattern) if not p.name.startswith(".")] if folder.exists() else []
+    )
 
 
 def kill_when(cmd: list[str], cwd: Path, ready) -> int:
     """Start ``cmd`` and SIGKILL it as soon as ``ready()`` is true; returns its exit code."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -51,7 +58,7 @@ def same_tree(a: Path, b: Path) -> None:
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert files_a == files_b
-    match, mismatch, errors = filecmp.cmpfiles(a, b, files_a, shallow=False)
+    _match, mismatch, errors = filecmp.cmpfiles(a, b, files_a, shallow=False)
     assert not mismatch and not errors, mismatch[:5]
 
 
@@ -60,17 +67,18 @@ def test_render_killed_midway_resumes_and_matches(project: Path) -> None:
     rc = kill_when(RENDER, project, lambda: len(entries(cache, "*.png")) >= 4)
     assert rc == -signal.SIGKILL
     done = len(entries(cache, "*.png"))
-    assert 4 <= done
+    assert done >= 4
     assert not (project / "outputs/render").exists(), "no partial output after a kill"
 
     proc = run(RENDER, project)
-    rendered, cached = map(int, re.search(r"(\d+) frame\(s\) rendered, (\d+) from the cache",
-                                          proc.stdout).groups())
+    rendered, cached = map(
+        int, re.search(r"(\d+) frame\(s\) rendered, (\d+) from the cache", proc.stdout).groups()
+    )
     assert cached == done and rendered > 0
 
     fresh = project / "fresh"
     run(["python", "-c", "import shutil; shutil.rmtree('.otpc_cache/frames')"], project)
-    run(RENDER + ["--out", str(fresh)], project)
+    run([*RENDER, "--out", str(fresh)], project)
     same_tree(project / "outputs/render", fresh)
 
 
@@ -88,7 +96,7 @@ def test_score_killed_midway_resumes_and_matches(project: Path) -> None:
     run(SCORE, project)
     resumed = pl.read_parquet(project / "outputs/scores.parquet")
     run(["python", "-c", "import shutil; shutil.rmtree('.otpc_cache/scores')"], project)
-    run(SCORE + ["--out", "outputs/scores_fresh.parquet"], project)
+    run([*SCORE, "--out", "outputs/scores_fresh.parquet"], project)
     fresh = pl.read_parquet(project / "outputs/scores_fresh.parquet")
     assert resumed.equals(fresh)
 
@@ -144,7 +152,7 @@ def test_frame_swapped_in_the_cache_is_detected_and_rendered_again(project: Path
     assert str(victim) in proc.stderr and "holds the frame of another key" in proc.stderr
     fresh = project / "fresh-render"
     shutil.rmtree(cache)
-    run(RENDER + ["--out", str(fresh)], project)
+    run([*RENDER, "--out", str(fresh)], project)
     same_tree(project / "outputs/render", fresh)
 
 
@@ -160,19 +168,24 @@ def test_scores_are_reused_only_for_the_exact_frames(project: Path) -> None:
     shutil.copyfile(intruder, victim)
     proc = run(SCORE, project)
     assert counts(r"(\d+) path\(s\) scored, (\d+) from the cache", proc.stdout) == (
-        1, len(paths) - 1)
+        1,
+        len(paths) - 1,
+    )
     resumed = pl.read_parquet(project / "outputs/scores.parquet")
     shutil.rmtree(project / ".otpc_cache/scores")
-    run(SCORE + ["--out", "outputs/scores_fresh.parquet"], project)
+    run([*SCORE, "--out", "outputs/scores_fresh.parquet"], project)
     assert resumed.equals(pl.read_parquet(project / "outputs/scores_fresh.parquet"))
     run(RENDER, project)  # the render folder as the stage writes it, for the other tests
 
 
 def test_killed_embed_leaves_a_temporary_that_the_next_run_removes(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     """SIGKILL mid-embed leaves `.embeddings.<pid>.*.tmp`; the next run removes it."""
-    project = make_project(tmp_path_factory.mktemp("embed-kill") / "study",
-                           {"data": {"path": "many.csv", "n_per_group": 200}})
+    project = make_project(
+        tmp_path_factory.mktemp("embed-kill") / "study",
+        {"data": {"path": "many.csv", "n_per_group": 200}},
+    )
     rows = [f"A photo of {i} red kites.,A drawing of {i} blue boats.,{i % 5}.5" for i in range(600)]
     (project / "many.csv").write_text("\n".join(["caption1,caption2,rating", *rows]) + "\n")
     run(["dvc", "repro", "sample"], project)
@@ -190,8 +203,9 @@ def in_mount_namespace(setup: str, cmd: list[str], cwd: Path) -> subprocess.Comp
     """Run ``cmd`` in a private mount namespace (``unshare -rm``) after the shell ``setup``."""
     if shutil.which("unshare") is None:
         pytest.skip("needs unshare (util-linux) to mount a read-only or full folder")
-    return run(["unshare", "-rm", "sh", "-c", f'{setup} && exec "$@"', "sh", *cmd], cwd,
-               check=False)
+    return run(
+        ["unshare", "-rm", "sh", "-c", f'{setup} && exec "$@"', "sh", *cmd], cwd, check=False
+    )
 
 
 def with_cache_dir(project: Path, folder: Path) -> list[str]:
@@ -205,12 +219,16 @@ def with_cache_dir(project: Path, folder: Path) -> list[str]:
 def test_read_only_cache_is_refused_before_any_work(project: Path, tmp_path: Path) -> None:
     folder = tmp_path / "read-only"
     folder.mkdir()
-    proc = in_mount_namespace(f"mount --bind {folder} {folder} && "
-                              f"mount -o remount,bind,ro {folder}",
-                              RENDER + with_cache_dir(project, folder), project)
+    proc = in_mount_namespace(
+        f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder}",
+        RENDER + with_cache_dir(project, folder),
+        project,
+    )
     assert proc.returncode == 1
-    assert (f"render.cache_dir = '{folder}': cannot write to {folder}: Read-only file system"
-            in proc.stderr), proc.stderr
+    assert (
+        f"render.cache_dir = '{folder}': cannot write to {folder}: Read-only file system"
+        in proc.stderr
+    ), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (project / "outputs/other-render").exists()
 
@@ -218,8 +236,11 @@ def test_read_only_cache_is_refused_before_any_work(project: Path, tmp_path: Pat
 def test_full_cache_stops_with_a_clear_message(project: Path, tmp_path: Path) -> None:
     folder = tmp_path / "full"
     folder.mkdir()
-    proc = in_mount_namespace(f"mount -t tmpfs -o size=48k tmpfs {folder}",
-                              RENDER + with_cache_dir(project, folder), project)
+    proc = in_mount_namespace(
+        f"mount -t tmpfs -o size=48k tmpfs {folder}",
+        RENDER + with_cache_dir(project, folder),
+        project,
+    )
     assert proc.returncode == 1
     assert "No space left on device" in proc.stderr and str(folder) in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -71,8 +71,13 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import boto3
 
     with moto_server(tmp_path_factory.mktemp("moto")) as url:
-        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        client = boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         client.create_bucket(Bucket=BUCKET)
         yield url
 
@@ -107,16 +112,18 @@ def assert_reuses_shared_results(source: Path, clone: Path) -> None:
     computed = yaml.safe_load(exp_file(source, "squeeze", "dvc.lock"))["stages"]["score"]
     scores_md5 = computed["outs"][0]["md5"]
     assert not cached(clone, scores_md5)
-    proc = run(["dvc", "exp", "run", "--pull", "-n", "squeeze-again", "-S", "score.net=squeeze"],
-               clone)
+    proc = run(
+        ["dvc", "exp", "run", "--pull", "-n", "squeeze-again", "-S", "score.net=squeeze"], clone
+    )
     # score is restored; aggregate re-runs (seconds): its outputs are git-tracked metrics
     # (`cache: false`), which the run-cache records but no DVC remote receives.
     assert ran_stages(proc.stdout) == ["aggregate", "log"]
     assert "Stage 'score' is cached - skipping run, checking out outputs" in proc.stdout
     assert cached(clone, scores_md5)
     assert md5(clone / "outputs/scores.parquet") == scores_md5
-    assert (json.loads((clone / "metrics/summary.json").read_text())
-            == json.loads(exp_file(source, "squeeze", "metrics/summary.json")))
+    assert json.loads((clone / "metrics/summary.json").read_text()) == json.loads(
+        exp_file(source, "squeeze", "metrics/summary.json")
+    )
 
 
 def test_default_local_remote_shares_outputs_and_run_cache(source: Path, home: Path) -> None:
@@ -138,8 +145,13 @@ def test_s3_remote_shares_outputs_and_run_cache(source: Path, s3: str) -> None:
 
     run(["dvc", "push", "--run-cache", "-r", "s3store"], source)
     run(["dvc", "exp", "push", "--run-cache", "-r", "s3store", "origin", "squeeze"], source)
-    client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert any(k.startswith("study/files/md5/") for k in keys)
     assert any(k.startswith("study/runs/") for k in keys)

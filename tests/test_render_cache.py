@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,63 +17,76 @@ from PIL import Image
 from otpc import png
 from otpc.embeddings import encode
 from otpc.frame_cache import FrameCache, frame_key
-from otpc.models import ModelSpec, load_pipeline
+from otpc.models import LoadedModel, ModelSpec, load_pipeline
+from otpc.params import RenderSettings
 from otpc.paths import interpolate
-from otpc.render import FrameJob, Renderer, RenderSettings, render_missing
+from otpc.render import FrameJob, Renderer, render_missing
 
 STEPS = 2
 BASE = RenderSettings(steps=STEPS, guidance=7.5, batch_size=4)
+
+
+def but(settings: RenderSettings, **changes: object) -> RenderSettings:
+    return settings.model_copy(update=changes)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def path(tiny_pipe) -> torch.Tensor:
+def path(tiny) -> torch.Tensor:
     """Five frames (t = 0, 0.25, ..., 1) between two real prompt embeddings."""
-    a, b = encode(tiny_pipe, ["a small boat on a lake", "a mountain in the snow"])
+    a, b = encode(tiny, ["a small boat on a lake", "a mountain in the snow"])
     return interpolate(a.embeds, b.embeds, np.linspace(0, 1, 5))
 
 
 def key_of(renderer: Renderer, embedding: torch.Tensor, seed: int = 0) -> str:
-    return frame_key(renderer.context, (embedding, None), seed)
+    assert renderer.key(FrameJob(embedding, seed)) == frame_key(
+        renderer.context, (embedding, None), seed
+    )
+    return renderer.key(FrameJob(embedding, seed))
 
 
-def test_key_covers_what_decides_pixels(tiny_pipe, path):
-    base = Renderer(tiny_pipe, BASE)
+def test_key_covers_what_decides_pixels(tiny, path):
+    base = Renderer(tiny, BASE)
     key = key_of(base, path[1])
     changed = {
-        "steps": replace(BASE, steps=STEPS + 1), "guidance": replace(BASE, guidance=5.0),
-        "height": replace(BASE, height=base.height + 8),
-        "width": replace(BASE, width=base.width + 8),
+        "steps": but(BASE, steps=STEPS + 1),
+        "guidance": but(BASE, guidance=5.0),
+        "height": but(BASE, height=base.height + 8),
+        "width": but(BASE, width=base.width + 8),
     }
     for what, settings in changed.items():
-        assert key_of(Renderer(tiny_pipe, settings), path[1]) != key, what
+        assert key_of(Renderer(tiny, settings), path[1]) != key, what
     assert key_of(base, path[1], seed=1) != key, "seed"
     assert key_of(base, path[2]) != key, "t (the frame's embedding)"
     perm = torch.randperm(path.shape[1], generator=torch.Generator().manual_seed(0))
     assert key_of(base, path[1][perm]) != key, "permutation"
-    for what, res in {"model": replace(base.res, source=base.res.source + "-other"),
-                      "revision": replace(base.res, revision="0123abcd"),
-                      "dtype": replace(base.res, dtype=torch.bfloat16)}.items():
-        other = Renderer(tiny_pipe, BASE)
-        other.res = res
+    for what, res in {
+        "model": replace(base.res, source=base.res.source + "-other"),
+        "revision": replace(base.res, revision="0123abcd"),
+        "dtype": replace(base.res, dtype=torch.bfloat16),
+    }.items():
+        other = Renderer(LoadedModel(tiny.pipe, res), BASE)
         assert key_of(other, path[1]) != key, what
-    same = [replace(BASE, batch_size=1), replace(BASE, decode_batch_size=1),
-            replace(BASE, compile=True, compile_mode="max-autotune")]
+    same = [
+        but(BASE, batch_size=1),
+        but(BASE, decode_batch_size=1),
+        but(BASE, compile=True, compile_mode="max-autotune"),
+    ]
     for settings in same:
-        assert key_of(Renderer(tiny_pipe, settings), path[1]) == key, settings
-    assert key_of(Renderer(tiny_pipe, BASE), path[1].clone()) == key
+        assert key_of(Renderer(tiny, settings), path[1]) == key, settings
+    assert key_of(Renderer(tiny, BASE), path[1].clone()) == key
 
 
 def test_key_covers_the_scheduler(path):
-    pipe = load_pipeline(ModelSpec("tiny"))
-    key = key_of(Renderer(pipe, BASE), path[0])
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    ddim = key_of(Renderer(pipe, BASE), path[0])
+    model = load_pipeline(ModelSpec("tiny"))
+    key = key_of(Renderer(model, BASE), path[0])
+    model.pipe.scheduler = DDIMScheduler.from_config(model.pipe.scheduler.config)
+    ddim = key_of(Renderer(model, BASE), path[0])
     assert ddim != key
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, steps_offset=0)
-    assert key_of(Renderer(pipe, BASE), path[0]) not in (key, ddim)
+    model.pipe.scheduler = DDIMScheduler.from_config(model.pipe.scheduler.config, steps_offset=0)
+    assert key_of(Renderer(model, BASE), path[0]) not in (key, ddim)
 
 
 def jobs_of(path: torch.Tensor) -> list[FrameJob]:
@@ -84,35 +97,35 @@ def stored(cache: FrameCache) -> list[Path]:
     return sorted(p for p in cache.root.rglob("*") if p.is_file())
 
 
-def test_rerun_renders_only_missing_frames(tiny_pipe, path, tmp_path):
-    renderer = Renderer(tiny_pipe, BASE)
+def test_rerun_renders_only_missing_frames(tiny, path, tmp_path):
+    renderer = Renderer(tiny, BASE)
     cache = FrameCache(tmp_path)
     jobs = jobs_of(path) + jobs_of(path)[:2]  # repeated frames are rendered once
-    keys, rendered = render_missing(renderer, cache, lambda: iter(jobs))
+    keys, rendered = render_missing(renderer, cache, jobs)
     assert rendered == 6 and len(set(keys)) == 6 and len(keys) == 8
     first = {k: cache.get(k) for k in keys}
     assert all(p.suffix == ".png" for p in stored(cache)) and len(stored(cache)) == 6
     for k in (keys[1], keys[4]):
         cache.path(k).unlink()
-    again, rendered = render_missing(renderer, cache, lambda: iter(jobs))
+    again, rendered = render_missing(renderer, cache, jobs)
     assert again == keys and rendered == 2
     for k in keys:  # re-rendered in other batches: the same pixels
         np.testing.assert_array_equal(cache.get(k), first[k])
-    assert render_missing(renderer, cache, lambda: iter(jobs))[1] == 0
+    assert render_missing(renderer, cache, jobs)[1] == 0
 
 
-def test_truncated_frame_is_reported_and_rendered_again(tiny_pipe, path, tmp_path, caplog):
-    renderer = Renderer(tiny_pipe, BASE)
+def test_truncated_frame_is_reported_and_rendered_again(tiny, path, tmp_path, caplog):
+    renderer = Renderer(tiny, BASE)
     cache = FrameCache(tmp_path)
     jobs = jobs_of(path)[:3]
-    keys, _ = render_missing(renderer, cache, lambda: iter(jobs))
+    keys, _ = render_missing(renderer, cache, jobs)
     good = cache.get(keys[2])
     damaged = cache.path(keys[2])
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
     with pytest.raises(ValueError, match="truncated"):
         cache.get(keys[2])
     with caplog.at_level(logging.WARNING, logger="otpc.frame_cache"):
-        _, rendered = render_missing(renderer, cache, lambda: iter(jobs))
+        _, rendered = render_missing(renderer, cache, jobs)
     assert rendered == 1
     assert any(str(damaged) in record.getMessage() for record in caplog.records)
     np.testing.assert_array_equal(cache.get(keys[2]), good)
@@ -129,27 +142,27 @@ def test_failed_write_leaves_no_entry(tmp_path):
     assert stored(cache) == [cache.path("cd" * 16)]
 
 
-def test_crash_mid_run_keeps_only_whole_frames_and_resumes(tiny_pipe, path, tmp_path):
+def test_crash_mid_run_keeps_only_whole_frames_and_resumes(tiny, path, tmp_path):
     """A run that dies after its first batch leaves that batch, and nothing half-written."""
-    renderer = Renderer(tiny_pipe, replace(BASE, batch_size=2))
+
+    class DiesInBatchTwo(Renderer):
+        calls = 0
+
+        def render(self, jobs: Sequence[FrameJob]) -> np.ndarray:
+            DiesInBatchTwo.calls += 1
+            if DiesInBatchTwo.calls == 2:
+                raise RuntimeError("killed")
+            return super().render(jobs)
+
     cache = FrameCache(tmp_path)
     jobs = jobs_of(path)
-    calls = []
-
-    def crashing() -> Iterator[FrameJob]:
-        calls.append(1)
-        for i, job in enumerate(jobs):
-            if len(calls) == 2 and i == 3:  # while rendering (the 2nd pass), mid-batch 2
-                raise RuntimeError("killed")
-            yield job
-
     with pytest.raises(RuntimeError, match="killed"):
-        render_missing(renderer, cache, crashing)
+        render_missing(DiesInBatchTwo(tiny, but(BASE, batch_size=2)), cache, jobs)
     files = stored(cache)
     assert len(files) == 2 and all(p.suffix == ".png" for p in files)
     for p in files:
         assert cache.has(p.stem)
-    keys, rendered = render_missing(renderer, cache, lambda: iter(jobs))
+    _keys, rendered = render_missing(Renderer(tiny, but(BASE, batch_size=2)), cache, jobs)
     assert rendered == len(jobs) - 2 and len(stored(cache)) == len(jobs)
 
 
@@ -178,16 +191,17 @@ def test_foreign_altered_or_unrecorded_entries_are_rejected(tmp_path):
     assert not cache.has(key_b)
 
 
-def test_swapped_frame_is_rendered_again(tiny_pipe, path, tmp_path, caplog):
-    renderer = Renderer(tiny_pipe, BASE)
+def test_swapped_frame_is_rendered_again(tiny, path, tmp_path, caplog):
+    renderer = Renderer(tiny, BASE)
     cache = FrameCache(tmp_path)
     jobs = jobs_of(path)[:3]
-    keys, _ = render_missing(renderer, cache, lambda: iter(jobs))
+    keys, _ = render_missing(renderer, cache, jobs)
     original = cache.get(keys[1])
     shutil.copyfile(cache.path(keys[0]), cache.path(keys[1]))
     with caplog.at_level(logging.WARNING, logger="otpc.frame_cache"):
-        _, rendered = render_missing(renderer, cache, lambda: iter(jobs))
+        _, rendered = render_missing(renderer, cache, jobs)
     assert rendered == 1
-    assert any(keys[1] in r.getMessage() and "another key" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        keys[1] in r.getMessage() and "another key" in r.getMessage() for r in caplog.records
+    )
     np.testing.assert_array_equal(cache.get(keys[1]), original)

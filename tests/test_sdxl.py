@@ -16,10 +16,10 @@ from transformers import CLIPTextModelWithProjection
 from otpc import embeddings
 from otpc.couplings import couple
 from otpc.frame_cache import FrameCache
-from otpc.models import ModelSpec, load_pipeline
-from otpc.params import CoupleParams, RenderParams
+from otpc.models import LoadedModel, ModelSpec, load_pipeline
+from otpc.params import CoupleParams, RenderParams, RenderSettings
 from otpc.paths import path_frames, t_grid
-from otpc.render import FrameJob, Renderer, RenderSettings, render_missing
+from otpc.render import FrameJob, Renderer, render_missing
 from otpc.study.couple import couple_pairs
 from otpc.study.embed import embed
 from otpc.study.render import render_study
@@ -29,21 +29,27 @@ SETTINGS = RenderSettings(steps=3, guidance=5.0, batch_size=8)
 
 
 @pytest.fixture(scope="module")
-def xl():
-    """The tiny SDXL-shaped pipeline, loaded through otpc's loading path."""
+def xl_model() -> LoadedModel:
+    """The tiny SDXL-shaped model, loaded through otpc's loading path."""
     return load_pipeline(ModelSpec("tiny-sdxl"))
 
 
 @pytest.fixture(scope="module")
-def pair(xl) -> list[embeddings.PromptEmbedding]:
-    return embeddings.encode(xl, PROMPTS)
+def xl(xl_model: LoadedModel):
+    """Its diffusers pipeline."""
+    return xl_model.pipe
 
 
-def test_loads_as_an_sdxl_pipeline(xl) -> None:
+@pytest.fixture(scope="module")
+def pair(xl_model: LoadedModel) -> list[embeddings.PromptEmbedding]:
+    return embeddings.encode(xl_model, PROMPTS)
+
+
+def test_loads_as_an_sdxl_pipeline(xl, xl_model: LoadedModel) -> None:
     assert isinstance(xl, StableDiffusionXLPipeline)
     assert isinstance(xl.text_encoder_2, CLIPTextModelWithProjection)
     assert xl.unet.config.addition_embed_type == "text_time"
-    assert xl.otpc_resolved.random_weights
+    assert xl_model.resolved.random_weights
 
 
 @torch.no_grad()
@@ -53,8 +59,9 @@ def test_rows_are_both_encoders_side_by_side(xl, pair) -> None:
     assert emb.embeds.shape == (77, 96) and emb.pooled.shape == (32,)
     parts = []
     for tok, enc in ((xl.tokenizer, xl.text_encoder), (xl.tokenizer_2, xl.text_encoder_2)):
-        ids = tok(PROMPTS[0], padding="max_length", max_length=77, truncation=True,
-                  return_tensors="pt").input_ids
+        ids = tok(
+            PROMPTS[0], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids
         out = enc(ids, output_hidden_states=True)
         parts.append(out.hidden_states[-2][0])
     torch.testing.assert_close(emb.embeds, torch.cat(parts, dim=-1).float())  # stored as float32
@@ -73,8 +80,10 @@ def test_unet_is_row_invariant(xl, pair) -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, 16, 16, generator=gen, dtype=torch.float64)
     rows = torch.stack([e.embeds for e in pair]).double()
-    added = {"text_embeds": torch.stack([e.pooled for e in pair]).double(),
-             "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2, dtype=torch.float64)}
+    added = {
+        "text_embeds": torch.stack([e.pooled for e in pair]).double(),
+        "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2, dtype=torch.float64),
+    }
 
     def run(cond: torch.Tensor) -> torch.Tensor:
         return unet(x, 500, encoder_hidden_states=cond, added_cond_kwargs=added).sample
@@ -87,16 +96,22 @@ def test_unet_is_row_invariant(xl, pair) -> None:
     assert (run(changed) - base).abs().max() > 1e-4
 
 
-def test_renderer_matches_the_sdxl_pipeline(xl, pair) -> None:
-    renderer = Renderer(xl, SETTINGS)
+def test_renderer_matches_the_sdxl_pipeline(xl, xl_model: LoadedModel, pair) -> None:
+    renderer = Renderer(xl_model, SETTINGS)
     latents = renderer.initial_latents(7)
     rows, pooled = pair[0].embeds[None], pair[0].pooled[None]
     ours = renderer.render_batch(rows, latents, pooled).astype(np.float64)
 
     def reference(**negative: torch.Tensor) -> np.ndarray:
-        out = xl(prompt_embeds=rows, pooled_prompt_embeds=pooled, latents=latents.to(xl.unet.dtype),
-                 num_inference_steps=SETTINGS.steps, guidance_scale=SETTINGS.guidance,
-                 output_type="np", **negative).images
+        out = xl(
+            prompt_embeds=rows,
+            pooled_prompt_embeds=pooled,
+            latents=latents.to(xl.unet.dtype),
+            num_inference_steps=SETTINGS.steps,
+            guidance_scale=SETTINGS.guidance,
+            output_type="np",
+            **negative,
+        ).images
         return out.astype(np.float64) * 255
 
     assert np.abs(ours - reference()).max() <= 0.51  # uint8 rounding only
@@ -107,7 +122,9 @@ def test_renderer_matches_the_sdxl_pipeline(xl, pair) -> None:
     assert np.abs(ours - other).max() > 5
 
 
-def test_an_ot_path_renders_through_the_renderer(tmp_path: Path, xl, pair) -> None:
+def test_an_ot_path_renders_through_the_renderer(
+    tmp_path: Path, xl_model: LoadedModel, pair
+) -> None:
     a, b = pair
     c = couple(a.embeds.double().numpy(), b.embeds.double().numpy(), "ot")
     ts = t_grid(3)
@@ -116,37 +133,53 @@ def test_an_ot_path_renders_through_the_renderer(tmp_path: Path, xl, pair) -> No
     pooled = ((1 - t) * a.pooled.double() + t * b.pooled.double()).float()
     jobs = [FrameJob(rows[k], 11, pooled[k]) for k in range(len(ts))]
     jobs.append(FrameJob(b.embeds, 11, b.pooled))  # B itself, uncoupled
-    renderer = Renderer(xl, SETTINGS)
+    renderer = Renderer(xl_model, SETTINGS)
     cache = FrameCache(tmp_path / "frames")
-    keys, rendered = render_missing(renderer, cache, lambda: iter(jobs))
+    keys, rendered = render_missing(renderer, cache, jobs)
     assert rendered == len(jobs) and len(set(keys)) == len(jobs)
     frames = [cache.get(k).astype(int) for k in keys]
     assert frames[0].shape == (64, 64, 3)
     assert np.abs(frames[-2] - frames[-1]).max() <= 1  # B[sigma] renders as B
     steps = [np.abs(frames[k + 1] - frames[k]).mean() for k in range(len(ts) - 1)]
     assert min(steps) > 0  # every step of the path moves the image
-    assert render_missing(renderer, cache, lambda: iter(jobs))[1] == 0
+    assert render_missing(renderer, cache, jobs)[1] == 0
 
 
-def test_study_stages_run_on_sdxl(tmp_path: Path, xl) -> None:
+def test_study_stages_run_on_sdxl(tmp_path: Path, xl_model: LoadedModel) -> None:
     """embed -> couple -> render, as the DVC stages call them, with the pooled vector carried."""
-    pairs = pl.DataFrame({"pair_id": ["p1"], "prompt_a": [PROMPTS[0]], "prompt_b": [PROMPTS[1]],
-                          "score": [2.5], "group": ["[2,3)"]})
+    pairs = pl.DataFrame(
+        {
+            "pair_id": ["p1"],
+            "prompt_a": [PROMPTS[0]],
+            "prompt_b": [PROMPTS[1]],
+            "score": [2.5],
+            "group": ["[2,3)"],
+        }
+    )
     pairs.write_parquet(tmp_path / "pairs.parquet")
     spec = ModelSpec("tiny-sdxl")
     index = embed(tmp_path / "pairs.parquet", spec, tmp_path / "emb")
-    assert index["model"][0] == xl.otpc_resolved.fingerprint
+    assert index["model"][0] == xl_model.resolved.fingerprint
     stored = embeddings.load(tmp_path / "emb", index["key"][0])
     assert stored.pooled is not None and stored.pooled.shape == (32,)
-    couple_pairs(tmp_path / "pairs.parquet", tmp_path / "emb",
-                 CoupleParams(methods=["clip", "ot"]), tmp_path / "couplings.parquet")
+    couple_pairs(
+        tmp_path / "pairs.parquet",
+        tmp_path / "emb",
+        CoupleParams(methods=["clip", "ot"]),
+        tmp_path / "couplings.parquet",
+    )
     params = RenderParams(frames=3, steps=2, batch_size=8, cache_dir=str(tmp_path / "cache"))
-    out = render_study(tmp_path / "pairs.parquet", tmp_path / "emb",
-                       tmp_path / "couplings.parquet", spec, params, tmp_path / "render")
+    out, _ = render_study(
+        tmp_path / "pairs.parquet",
+        tmp_path / "emb",
+        tmp_path / "couplings.parquet",
+        spec,
+        params,
+        tmp_path / "render",
+    )
     assert sorted(out["path_id"].unique()) == ["p1-clip-0", "p1-ot-0"]
     ends = out.filter(pl.col("k").is_in([0, 2])).group_by("k").agg(pl.col("key").n_unique())
     assert ends["key"].to_list() == [1, 1]  # both methods share both end frames
     middles = out.filter(pl.col("k") == 1)["key"]
     assert middles.n_unique() == 2
     assert (tmp_path / "render" / "frames" / "p1-ot-0" / "01.png").is_file()
-

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
 from otpc import embeddings
-from otpc.atomic import write_with
-from otpc.couplings import METHODS, Coupling, couple_many, derive_seed
+from otpc.couplings import METHODS, Coupling, couple_many
 from otpc.params import CoupleParams
+from otpc.seeds import derive_seed
 from otpc.study.embed import load_index
-
-SCHEMA = {"path_id": pl.String, "pair_id": pl.String, "method": pl.String,
-          "replicate": pl.Int32, "path_kind": pl.String, "cost": pl.Float64, "w2": pl.Float64,
-          "permutation": pl.List(pl.Int32), "plan": pl.List(pl.Float64)}
+from otpc.tables import COUPLINGS, PAIRS
 
 
 def path_id(pair_id: str, method: str, replicate: int) -> str:
@@ -27,46 +25,61 @@ def replicates(params: CoupleParams, method: str) -> int:
     return params.random_replicates if METHODS[method].stochastic else 1
 
 
-def couple_pairs(pairs_path: Path, emb_dir: Path, params: CoupleParams, out: Path,
-                 block: int = 512) -> pl.DataFrame:
+def couple_pairs(
+    pairs_path: Path, emb_dir: Path, params: CoupleParams, out: Path, block: int = 512
+) -> pl.DataFrame:
     """Couple every pair with every method in ``params``; write the table to ``out``.
 
     Pairs are coupled ``block`` at a time with ``couple_many`` (memory bounded by a block).
     """
-    pairs = pl.read_parquet(pairs_path).select("pair_id", "prompt_a", "prompt_b")
+    pairs = PAIRS.read(pairs_path).select("pair_id", "prompt_a", "prompt_b")
     index = load_index(emb_dir)
     rows = []
     bar = tqdm(total=len(pairs), desc="couple", unit="pair")
     for start in range(0, len(pairs), block):
         chunk = pairs.slice(start, block)
         ids = chunk["pair_id"].to_list()
-        a, b = (np.stack([embeddings.load(emb_dir, index[t]).embeds.double().numpy()
-                          for t in chunk[col].to_list()]) for col in ("prompt_a", "prompt_b"))
+        a, b = (
+            np.stack(
+                [
+                    embeddings.load(emb_dir, index[t]).embeds.double().numpy()
+                    for t in chunk[col].to_list()
+                ]
+            )
+            for col in ("prompt_a", "prompt_b")
+        )
         for method in params.methods:
             for r in range(replicates(params, method)):
                 seeds = [derive_seed(params.seed, pid, method, r) for pid in ids]
                 found = couple_many(a, b, method, seeds, sinkhorn_reg=params.sinkhorn_reg)
-                rows += [_row(pid, r, c) for pid, c in zip(ids, found)]
+                rows += [_row(pid, r, c) for pid, c in zip(ids, found, strict=True)]
         bar.update(len(chunk))
     bar.close()
-    table = pl.DataFrame(rows, schema=SCHEMA).sort("pair_id", "method", "replicate")
-    write_with(out, table.write_parquet)
-    return table
+    return COUPLINGS.write(COUPLINGS.frame(rows).sort("pair_id", "method", "replicate"), out)
 
 
 def _row(pair_id: str, replicate: int, c: Coupling) -> dict[str, object]:
-    return {"path_id": path_id(pair_id, c.method, replicate), "pair_id": pair_id,
-            "method": c.method, "replicate": replicate, "path_kind": c.path, "cost": c.cost,
-            "w2": c.w2, "permutation": None if c.permutation is None else c.permutation.tolist(),
-            "plan": None if c.plan is None else c.plan.ravel().tolist()}
+    return {
+        "path_id": path_id(pair_id, c.method, replicate),
+        "pair_id": pair_id,
+        "method": c.method,
+        "replicate": replicate,
+        "path_kind": c.path,
+        "cost": c.cost,
+        "w2": c.w2,
+        "permutation": None if c.permutation is None else c.permutation.tolist(),
+        "plan": None if c.plan is None else c.plan.ravel().tolist(),
+    }
 
 
-def coupling_from_row(row: dict[str, object]) -> Coupling:
-    """Rebuild a ``Coupling`` from a row of the table."""
-    perm = row["permutation"]
-    plan = row["plan"]
+def coupling_from_row(row: dict[str, Any]) -> Coupling:
+    """Rebuild a ``Coupling`` from a row of the couplings table."""
+    perm, plan = row["permutation"], row["plan"]
     return Coupling(
-        method=str(row["method"]), cost=float(row["cost"]),
+        method=row["method"],
+        cost=row["cost"],
         permutation=None if perm is None else np.asarray(perm, dtype=np.int64),
         plan=None if plan is None else np.asarray(plan).reshape(int(np.sqrt(len(plan))), -1),
-        w2=row["w2"], path=row["path_kind"])
+        w2=row["w2"],
+        path=row["path_kind"],
+    )

@@ -1,4 +1,5 @@
-"""Where the stages read and write by default (the paths dvc.yaml passes explicitly)."""
+"""Where the study's files are: the stages' outputs (the paths dvc.yaml passes explicitly),
+the file names inside them, and the caches under the project root."""
 
 from pathlib import Path
 
@@ -9,10 +10,22 @@ RENDER = Path("outputs/render")
 SCORES = Path("outputs/scores.parquet")
 METRICS = Path("metrics")
 LOGGED = Path("outputs/mlflow.json")  # the log stage's record: experiment and results hash
-SCORE_CACHE = Path(".otpc_cache/scores")  # under the project root, shared by experiments
+
+INDEX = "index.parquet"  # the table inside the embeddings and render folders
+SUMMARY = "summary.json"
+GROUP_CSV = "ppl_by_group.csv"
+FIG_PPL = "fig_ppl_cost.png"
+FIG_STRIPS = "fig_strips.png"
+RESULT_FILES = (SUMMARY, GROUP_CSV, FIG_PPL, FIG_STRIPS)  # in METRICS
+
+# Under the project root (DVC_ROOT under `dvc exp run --temp`), shared by all experiments.
+FRAME_CACHE = ".otpc_cache/frames"  # the default of render.cache_dir
+SCORE_CACHE = Path(".otpc_cache/scores")
+MLFLOW_LOCK = Path(".otpc_cache/mlflow.lock")
 
 
-def logged_outputs(pairs: Path = PAIRS, couplings: Path = COUPLINGS, scores: Path = SCORES,
-                   render: Path = RENDER) -> dict[str, Path]:
+def logged_outputs(
+    pairs: Path = PAIRS, couplings: Path = COUPLINGS, scores: Path = SCORES, render: Path = RENDER
+) -> dict[str, Path]:
     """The outputs an MLflow run carries: tables, and strips/frames from the render folder."""
     return {"pairs": pairs, "couplings": couplings, "scores": scores, "render": render}

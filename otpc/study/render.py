@@ -1,47 +1,44 @@
-"""Step 4: render every path's frames; write them with a strip and a GIF per path.
+"""Step 4: render every path's frames, then copy them into the stage's output folder.
 
-Frames come from the shared content-addressed cache, so a re-run after a crash or after
-adding pairs renders only what is missing. The end frames t=0 (A) and t=1 (B) are the same
-image for every permutation coupling (row invariance) and are rendered once per pair.
+One plan lists every distinct frame of the study with its cache key (pair by pair, so memory
+holds one pair's paths); only the frames missing from the content-addressed cache are
+rendered, their conditioning rebuilt pair by pair, so a re-run after a crash or after adding
+pairs renders only what is missing. The end frames t=0 (A) and t=1 (B) are the same image for
+every permutation coupling (row invariance) and are rendered once per pair.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from otpc import embeddings
-from otpc.atomic import atomic_dir, write_with
-from otpc.couplings import derive_seed
+from otpc.atomic import atomic_dir
 from otpc.frame_cache import FrameCache
 from otpc.images import save_gif, save_png, strip
 from otpc.models import ModelSpec, load_pipeline
 from otpc.params import RenderParams
-from otpc.paths import interpolate, path_frames, t_grid
-from otpc.render import FrameJob, Renderer, RenderSettings, render_missing
+from otpc.paths import conditioning_path, t_grid
+from otpc.render import FrameJob, Renderer, missing_keys, render_frames
+from otpc.seeds import derive_seed
 from otpc.study.couple import coupling_from_row
 from otpc.study.embed import load_index
-
-INDEX = "index.parquet"
+from otpc.study.layout import INDEX
+from otpc.tables import COUPLINGS, FRAMES, PAIRS
 
 
 @dataclass(frozen=True)
-class Slot:
-    """Where a job's frame goes: (path_id, frame number); ``shared`` ends go to many paths."""
+class PlannedFrame:
+    """One distinct image of the study: the paths that show it (all permutation paths of a
+    pair share its end frames), its frame number and its cache key."""
 
     pair_id: str
     path_ids: tuple[str, ...]
     k: int
-
-
-def settings_from(params: RenderParams) -> RenderSettings:
-    return RenderSettings(steps=params.steps, guidance=params.guidance, height=params.height,
-                          width=params.width, batch_size=params.batch_size,
-                          decode_batch_size=params.decode_batch_size, compile=params.compile,
-                          compile_mode=params.compile_mode)
+    key: str
 
 
 def latent_seed(seed: int, pair_id: str) -> int:
@@ -49,65 +46,125 @@ def latent_seed(seed: int, pair_id: str) -> int:
     return derive_seed(seed, "latent", pair_id)
 
 
-def plan_jobs(pairs: pl.DataFrame, couplings: pl.DataFrame, emb_dir: Path, frames: int,
-              seed: int) -> Iterator[tuple[Slot, FrameJob]]:
-    """Every frame to render, pair by pair, computed lazily (memory bounded by one pair)."""
+def pair_jobs(
+    pair_id: str,
+    couplings: pl.DataFrame,
+    ea: embeddings.PromptEmbedding,
+    eb: embeddings.PromptEmbedding,
+    frames: int,
+    seed: int,
+) -> Iterator[tuple[tuple[str, ...], int, FrameJob]]:
+    """Every distinct frame of one pair's paths: (paths that show it, k, job)."""
     ts = t_grid(frames)
     last = frames - 1
+    lseed = latent_seed(seed, pair_id)
+    rows = list(couplings.iter_rows(named=True))
+    shared = tuple(r["path_id"] for r in rows if r["permutation"] is not None)
+    if shared:
+        yield shared, 0, FrameJob(ea.embeds, lseed, ea.pooled)
+        yield shared, last, FrameJob(eb.embeds, lseed, eb.pooled)
+    for row in rows:
+        coupling = coupling_from_row(row)
+        path, pooled = conditioning_path(ea.embeds, eb.embeds, coupling, ts, ea.pooled, eb.pooled)
+        own = range(1, last) if coupling.permutation is not None else range(frames)
+        for k in own:
+            yield (
+                (row["path_id"],),
+                k,
+                FrameJob(path[k], lseed, None if pooled is None else pooled[k]),
+            )
+
+
+def _jobs_by_pair(
+    pairs: pl.DataFrame, couplings: pl.DataFrame, emb_dir: Path, frames: int, seed: int
+) -> Iterator[tuple[str, Iterator[tuple[tuple[str, ...], int, FrameJob]]]]:
+    """(pair id, its frames' jobs) for each pair, the pair's embeddings read when reached."""
     index = load_index(emb_dir)
     by_pair = couplings.partition_by("pair_id", as_dict=True)
     for pid, a_text, b_text in pairs.select("pair_id", "prompt_a", "prompt_b").iter_rows():
-        ea, eb = (embeddings.load(emb_dir, index[t]) for t in (a_text, b_text))
-        lseed = latent_seed(seed, pid)
-        rows = list(by_pair[(pid,)].iter_rows(named=True))
-        shared = tuple(r["path_id"] for r in rows if r["permutation"] is not None)
-        if shared:
-            yield Slot(pid, shared, 0), FrameJob(ea.embeds, lseed, ea.pooled)
-            yield Slot(pid, shared, last), FrameJob(eb.embeds, lseed, eb.pooled)
-        for row in rows:
-            c = coupling_from_row(row)
-            path = path_frames(ea.embeds.double(), eb.embeds.double(), c, ts).float()
-            # SDXL's pooled vector has no rows: it moves linearly with the same t.
-            pooled = (None if ea.pooled is None
-                      else interpolate(ea.pooled.double(), eb.pooled.double(), ts).float())
-            own = range(1, last) if c.permutation is not None else range(0, frames)
-            for k in own:
-                yield (Slot(pid, (row["path_id"],), k),
-                       FrameJob(path[k], lseed, None if pooled is None else pooled[k]))
+        ea, eb = (embeddings.load(emb_dir, index[text]) for text in (a_text, b_text))
+        yield pid, pair_jobs(pid, by_pair[(pid,)], ea, eb, frames, seed)
 
 
-def render_study(pairs_path: Path, emb_dir: Path, couplings_path: Path, spec: ModelSpec,
-                 params: RenderParams, out: Path) -> pl.DataFrame:
-    """Render all paths (only frames missing from the cache) and write ``out`` whole."""
-    pairs = pl.read_parquet(pairs_path)
-    couplings = pl.read_parquet(couplings_path)
-    renderer = Renderer(load_pipeline(spec), settings_from(params))
+def plan_frames(
+    pairs: pl.DataFrame,
+    couplings: pl.DataFrame,
+    emb_dir: Path,
+    frames: int,
+    seed: int,
+    key: Callable[[FrameJob], str],
+) -> list[PlannedFrame]:
+    """Every distinct frame of the study with its cache key ``key(job)``, pair by pair."""
+    return [
+        PlannedFrame(pid, path_ids, k, key(job))
+        for pid, jobs in _jobs_by_pair(pairs, couplings, emb_dir, frames, seed)
+        for path_ids, k, job in jobs
+    ]
+
+
+def render_study(
+    pairs_path: Path,
+    emb_dir: Path,
+    couplings_path: Path,
+    spec: ModelSpec,
+    params: RenderParams,
+    out: Path,
+) -> tuple[pl.DataFrame, int]:
+    """Render the frames missing from the cache, then write ``out`` whole: every path's
+    frames, a strip and a GIF per path, and the frames index. Returns the index and how many
+    frames were rendered."""
+    pairs, couplings = PAIRS.read(pairs_path), COUPLINGS.read(couplings_path)
+    renderer = Renderer(load_pipeline(spec), params)
     cache = FrameCache(Path(params.cache_dir))
-    slots: list[Slot] = []
+    plan = plan_frames(pairs, couplings, emb_dir, params.frames, params.seed, renderer.key)
+    missing = missing_keys(cache, (frame.key for frame in plan))
+    todo = set(missing)
+    by_pair: dict[str, list[PlannedFrame]] = {}
+    for frame in plan:
+        by_pair.setdefault(frame.pair_id, []).append(frame)
 
-    def jobs() -> Iterator[FrameJob]:
-        slots.clear()
-        for slot, job in plan_jobs(pairs, couplings, emb_dir, params.frames, params.seed):
-            slots.append(slot)
-            yield job
+    def missing_jobs() -> Iterator[tuple[str, FrameJob]]:
+        """The jobs of the missing frames, rebuilt pair by pair in plan order."""
+        wanted = pairs.filter(pl.col("pair_id").is_in([f.pair_id for f in plan if f.key in todo]))
+        for pid, jobs in _jobs_by_pair(wanted, couplings, emb_dir, params.frames, params.seed):
+            for frame, (_, _, job) in zip(by_pair[pid], jobs, strict=True):
+                if frame.key in todo:
+                    todo.discard(frame.key)
+                    yield frame.key, job
 
-    keys, rendered = render_missing(renderer, cache, jobs)
-    print(f"render: {rendered} frame(s) rendered, {len(set(keys)) - rendered} from the cache")
-    ts = t_grid(params.frames)
-    rows = [{"path_id": p, "pair_id": s.pair_id, "k": s.k, "t": float(ts[s.k]), "key": key,
-             "file": f"frames/{p}/{s.k:02d}.png"}
-            for s, key in zip(slots, keys) for p in s.path_ids]
-    index = pl.DataFrame(rows).sort("path_id", "k")
+    render_frames(renderer, cache, missing_jobs(), len(missing))
+    index = _write_render_folder(plan, cache, params.frames, renderer.res.random_weights, out)
+    return index, len(missing)
+
+
+def _write_render_folder(
+    plan: list[PlannedFrame], cache: FrameCache, frames: int, random_weights: bool, out: Path
+) -> pl.DataFrame:
+    """Copy each path's frames (verified) from the cache into ``out``, with its strip and GIF
+    and the frames index; ``out`` is replaced whole."""
+    ts = t_grid(frames)
+    rows = [
+        {
+            "path_id": p,
+            "pair_id": f.pair_id,
+            "k": f.k,
+            "t": float(ts[f.k]),
+            "key": f.key,
+            "file": f"frames/{p}/{f.k:02d}.png",
+            "random_weights": random_weights,
+        }
+        for f in plan
+        for p in f.path_ids
+    ]
+    index = FRAMES.frame(rows).sort("path_id", "k")
     with atomic_dir(out) as tmp:
-        for path_id, group in index.group_by("path_id", maintain_order=True):
-            frames = []
+        for (path_id,), group in index.group_by("path_id", maintain_order=True):
+            images = []
             for key, file in group.select("key", "file").iter_rows():
                 data, pixels = cache.read(key)  # verified: the pixels recorded for the key
                 (tmp / file).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / file).write_bytes(data)
-                frames.append(pixels)
-            save_png(tmp / "strips" / f"{path_id[0]}.png", strip(frames))
-            save_gif(tmp / "strips" / f"{path_id[0]}.gif", frames)
-        index = index.with_columns(pl.lit(renderer.res.random_weights).alias("random_weights"))
-        write_with(tmp / INDEX, index.write_parquet)
-    return index
+                images.append(pixels)
+            save_png(tmp / "strips" / f"{path_id}.png", strip(images))
+            save_gif(tmp / "strips" / f"{path_id}.gif", images)
+        return FRAMES.write(index, tmp / INDEX)

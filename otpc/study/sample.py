@@ -6,24 +6,23 @@ from pathlib import Path
 
 import polars as pl
 
-from otpc.atomic import write_with
 from otpc.pairs import read_csv_pairs, sample_groups
 from otpc.params import DataParams
+from otpc.tables import PAIRS
 
 
 def load_source(data: DataParams) -> tuple[pl.DataFrame, str]:
     """All candidate pairs of the configured source, and a name for error messages."""
     if data.source == "cxc":
-        from otpc.cxc import read_cxc_pairs
+        from otpc.cxc import read_cxc_pairs  # only CxC studies read the captions file
 
         return read_cxc_pairs(data), f"CxC {data.split}"
-    return read_csv_pairs(Path(data.path), data.prompt_a, data.prompt_b, data.score,
-                          data.id_column), data.path
+    return read_csv_pairs(
+        Path(data.path), data.prompt_a, data.prompt_b, data.score, data.id_column
+    ), data.path
 
 
 def sample(data: DataParams, out: Path) -> pl.DataFrame:
-    """Draw the study's pairs and write them to ``out`` (parquet)."""
+    """Draw the study's pairs and write them to ``out`` (the pairs table)."""
     pairs, name = load_source(data)
-    table = sample_groups(pairs, data.bins, data.n_per_group, data.seed, name)
-    write_with(out, table.write_parquet)
-    return table
+    return PAIRS.write(sample_groups(pairs, data.bins, data.n_per_group, data.seed, name), out)

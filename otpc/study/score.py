@@ -17,12 +17,12 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from otpc.atomic import write_json, write_with
 from otpc import png
+from otpc.atomic import write_json
 from otpc.params import ScoreParams
 from otpc.perceptual import load_lpips, path_length, step_distances
-from otpc.study.layout import SCORE_CACHE
-from otpc.study.render import INDEX
+from otpc.study.layout import INDEX, SCORE_CACHE
+from otpc.tables import COUPLINGS, FRAMES, PAIRS, SCORES
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,12 @@ def _cached_steps(path: Path, expected: int) -> list[float] | None:
         log.warning("corrupt score cache entry %s (%s), scoring it again", path, err)
         return None
     if len(steps) != expected:
-        log.warning("score cache entry %s has %d steps, expected %d; scoring it again",
-                    path, len(steps), expected)
+        log.warning(
+            "score cache entry %s has %d steps, expected %d; scoring it again",
+            path,
+            len(steps),
+            expected,
+        )
         return None
     return steps
 
@@ -51,39 +55,60 @@ def _entry(cache_dir: Path, metric_id: str, blobs: list[bytes]) -> Path:
     return cache_dir / f"{h.hexdigest()[:32]}.json"
 
 
-def score_paths(render_dir: Path, pairs_path: Path, couplings_path: Path, params: ScoreParams,
-                out: Path, cache_dir: Path = SCORE_CACHE,
-                device: torch.device | str = "cpu") -> pl.DataFrame:
-    """Score every rendered path; write one row per path to ``out`` (parquet)."""
-    index = pl.read_parquet(render_dir / INDEX)
+def score_paths(
+    render_dir: Path,
+    pairs_path: Path,
+    couplings_path: Path,
+    params: ScoreParams,
+    out: Path,
+    cache_dir: Path = SCORE_CACHE,
+    device: torch.device | str = "cpu",
+) -> tuple[pl.DataFrame, int]:
+    """Score every rendered path; write the scores table (one row per path) to ``out``.
+    Returns it and how many paths were scored (the others came from the cache)."""
+    index = FRAMES.read(render_dir / INDEX)
     metric = load_lpips(params.net, device)
     tag = f"lpips-{params.net}-{'imagenet' if metric.pretrained_backbone else 'untrained'}"
     metric_id = f"{tag}:{metric.dtype}"
     rows = []
     scored = 0
     paths = index.sort("path_id", "k").group_by("path_id", maintain_order=True)
-    for (path_id,), group in tqdm(paths, total=index["path_id"].n_unique(), desc="score",
-                                  unit="path"):
+    for (path_id,), group in tqdm(
+        paths, total=index["path_id"].n_unique(), desc="score", unit="path"
+    ):
         files = [render_dir / f for f in group["file"].to_list()]
         blobs = [f.read_bytes() for f in files]
         entry = _entry(cache_dir, metric_id, blobs)
         steps = _cached_steps(entry, len(files) - 1)
         if steps is None:
-            frames = np.stack([png.decode(blob, f)[0] for f, blob in zip(files, blobs)])
+            frames = np.stack(
+                [png.decode(blob, f)[0] for f, blob in zip(files, blobs, strict=True)]
+            )
             steps = step_distances(metric, frames, params.batch_size).tolist()
             scored += 1
             write_json(entry, {"path_id": path_id, "metric": tag, "steps": steps})
         ppl, ppl_norm = path_length(np.asarray(steps))
         rows.append({"path_id": path_id, "ppl": ppl, "ppl_norm": ppl_norm, "steps": steps})
-    print(f"score: {scored} path(s) scored, {len(rows) - scored} from the cache")
-    scores = pl.DataFrame(rows, schema={"path_id": pl.String, "ppl": pl.Float64,
-                                        "ppl_norm": pl.Float64, "steps": pl.List(pl.Float64)})
-    couplings = pl.read_parquet(couplings_path).select("path_id", "pair_id", "method",
-                                                       "replicate", "cost")
-    pairs = pl.read_parquet(pairs_path).select("pair_id", "score", "group")
-    table = (couplings.join(scores, on="path_id", how="inner").join(pairs, on="pair_id")
-             .with_columns(pl.lit(tag).alias("metric"),
-                           pl.lit(bool(index["random_weights"][0])).alias("random_weights"))
-             .sort("pair_id", "method", "replicate"))
-    write_with(out, table.write_parquet)
-    return table
+    scores = pl.DataFrame(
+        rows,
+        schema={
+            "path_id": pl.String,
+            "ppl": pl.Float64,
+            "ppl_norm": pl.Float64,
+            "steps": pl.List(pl.Float64),
+        },
+    )
+    couplings = COUPLINGS.read(couplings_path).select(
+        "path_id", "pair_id", "method", "replicate", "cost"
+    )
+    pairs = PAIRS.read(pairs_path).select("pair_id", "score", "group")
+    table = (
+        couplings.join(scores, on="path_id", how="inner")
+        .join(pairs, on="pair_id")
+        .with_columns(
+            pl.lit(tag).alias("metric"),
+            pl.lit(bool(index["random_weights"][0])).alias("random_weights"),
+        )
+        .sort("pair_id", "method", "replicate")
+    )
+    return SCORES.write(table, out), scored

@@ -1,0 +1,72 @@
+"""What the ``otpc`` command and the pipeline's stages share: checked params, and one place
+where errors become messages.
+
+An ``OtpcError`` (bad params, data or model; outputs not ready) and a file-system error (a
+full or read-only disk) end a command with one line and exit status 1; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from otpc.errors import OtpcError
+from otpc.params import Params
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+params_option = click.option(
+    "--params",
+    "params_path",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The study's parameter file.",
+)
+
+
+def checked_params(path: Path) -> Params:
+    """``path`` validated by the schema, the registries and the preflight checks (``otpc
+    check``); ``ParamsError`` listing the problems."""
+    from otpc.preflight import check  # imports torch and the registries: only when run
+
+    return check(path)
+
+
+def os_error_message(err: OSError) -> str:
+    """One line for a file-system error: the file, what went wrong, and nothing else."""
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err} (no partial output is left; fix it and re-run)"
+
+
+def reports_errors(fn: F) -> F:
+    """Turn an ``OtpcError`` or a file-system error raised by ``fn`` into a one-line
+    ``click`` error (exit status 1)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OtpcError as err:
+            raise click.ClickException(str(err)) from err
+        except OSError as err:
+            raise click.ClickException(os_error_message(err)) from err
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stage(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A pipeline stage: check ``--params`` (schema and preflight) before any work, then run
+    ``fn(params=..., ...)``, reporting errors as one line."""
+
+    @reports_errors
+    @functools.wraps(fn)
+    def wrapper(*args: Any, params_path: Path, **kwargs: Any) -> Any:
+        return fn(*args, params=checked_params(params_path), **kwargs)
+
+    return wrapper

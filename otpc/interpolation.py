@@ -1,0 +1,112 @@
+"""One pair, every coupling method: the images along each path and their PPL, as
+``otpc interpolate`` shows them (the study does the same for many pairs, through the
+frame cache)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from otpc.atomic import atomic_dir
+from otpc.couplings import couple
+from otpc.embeddings import encode
+from otpc.images import grid, save_gif, save_png, strip
+from otpc.models import ModelSpec, load_pipeline
+from otpc.params import RenderParams
+from otpc.paths import conditioning_path, t_grid
+from otpc.perceptual import load_lpips, path_length, step_distances
+from otpc.render import Renderer
+from otpc.seeds import derive_seed
+from otpc.text import shorten
+
+
+@dataclass
+class PairResult:
+    """Per method: (coupling cost, ppl, ppl_norm); and notes on how to read the images."""
+
+    paths: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def interpolate_pair(
+    prompt_a: str,
+    prompt_b: str,
+    methods: list[str],
+    spec: ModelSpec,
+    settings: RenderParams,
+    sinkhorn_reg: float,
+    out: Path,
+) -> PairResult:
+    """Render the path from A to B under each method, all frames from the same noise, and
+    write ``out`` whole: ``<method>.png`` (strip), ``<method>.gif`` and ``comparison.png``."""
+    model = load_pipeline(spec)
+    renderer = Renderer(model, settings)
+    ea, eb = encode(model, [prompt_a, prompt_b])
+    result = PairResult()
+    result.notes += [
+        f"prompt truncated to the tokenizer's limit ({e.n_tokens} tokens): {shorten(e.prompt)!r}"
+        for e in (ea, eb)
+        if e.truncated
+    ]
+    if model.resolved.random_weights:
+        result.notes.append("model has random weights; images carry no meaning")
+    ts = t_grid(settings.frames)
+    a, b = ea.embeds.double(), eb.embeds.double()
+    couplings = [
+        couple(a, b, m, seed=derive_seed(settings.seed, m), sinkhorn_reg=sinkhorn_reg)
+        for m in methods
+    ]
+    paths = [
+        conditioning_path(ea.embeds, eb.embeds, c, ts, ea.pooled, eb.pooled) for c in couplings
+    ]
+    rows = torch.cat([path for path, _ in paths])
+    pooled = None if paths[0][1] is None else torch.cat([p for _, p in paths if p is not None])
+    latents = renderer.initial_latents(derive_seed(settings.seed, "latent", prompt_a, prompt_b))
+    images = _render(renderer, rows, latents, pooled)
+    metric = load_lpips("alex")
+    if not metric.pretrained_backbone:
+        result.notes.append("LPIPS backbone is untrained (ImageNet weights not in the torch cache)")
+    strips = []
+    with atomic_dir(out) as tmp:
+        for method, c, path_images in zip(
+            methods, couplings, np.split(images, len(methods)), strict=True
+        ):
+            ppl, ppl_norm = path_length(step_distances(metric, path_images))
+            strips.append(strip(list(path_images)))
+            save_png(tmp / f"{method}.png", strips[-1])
+            save_gif(tmp / f"{method}.gif", list(path_images))
+            result.paths[method] = (c.cost, ppl, ppl_norm)
+        save_png(tmp / "comparison.png", grid(strips))
+    return result
+
+
+def _render(
+    renderer: Renderer, rows: torch.Tensor, latents: torch.Tensor, pooled: torch.Tensor | None
+) -> np.ndarray:
+    """All frames (F, n, d) from the same noise, in batches; the bar advances per step."""
+    batch_size = renderer.settings.batch_size
+    starts = range(0, len(rows), batch_size)
+    scheduler = copy.deepcopy(renderer.pipe.scheduler)
+    scheduler.set_timesteps(renderer.settings.steps)
+    with tqdm(
+        total=len(starts) * len(scheduler.timesteps),
+        desc=f"render {len(rows)} frames",
+        unit="step",
+        dynamic_ncols=True,
+    ) as bar:
+        return np.concatenate(
+            [
+                renderer.render_batch(
+                    rows[i : i + batch_size],
+                    latents.expand(len(rows[i : i + batch_size]), -1, -1, -1),
+                    None if pooled is None else pooled[i : i + batch_size],
+                    on_step=bar.update,
+                )
+                for i in starts
+            ]
+        )

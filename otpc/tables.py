@@ -1,0 +1,134 @@
+"""The tables the stages pass to each other: each one's columns, types and meaning, once.
+
+Every table is a parquet file. ``Table.write`` keeps exactly the schema's columns, in order
+and with its types; ``Table.read`` checks that a file has them and names the file and the
+column when it does not. ``docs/architecture.md`` lists every column (a test keeps it so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from otpc.atomic import write_with
+from otpc.errors import InputError
+
+
+@dataclass(frozen=True)
+class Table:
+    """A named parquet table: ``columns`` maps each column to (polars type, meaning)."""
+
+    name: str
+    columns: dict[str, tuple[pl.DataType, str]]
+
+    @property
+    def schema(self) -> dict[str, pl.DataType]:
+        return {name: dtype for name, (dtype, _) in self.columns.items()}
+
+    def frame(self, rows: list[dict[str, object]]) -> pl.DataFrame:
+        """A table of ``rows`` (dicts with at least the schema's columns)."""
+        return pl.DataFrame(rows, schema=self.schema)
+
+    def conform(self, df: pl.DataFrame) -> pl.DataFrame:
+        """``df`` with exactly the schema's columns, in order, cast to its types."""
+        return df.select(list(self.columns)).cast(self.schema)  # type: ignore[arg-type]
+
+    def write(self, df: pl.DataFrame, path: Path) -> pl.DataFrame:
+        """Write ``df`` (conformed) to ``path`` atomically; returns what was written."""
+        table = self.conform(df)
+        write_with(path, table.write_parquet)
+        return table
+
+    def read(self, path: Path) -> pl.DataFrame:
+        """Read ``path``; ``InputError`` naming the file and column if it is not this table."""
+        try:
+            df = pl.read_parquet(path)
+        except FileNotFoundError as err:
+            raise InputError(
+                f"{path}: the {self.name} table is missing; run the stage that "
+                "writes it (`dvc repro`)"
+            ) from err
+        except (pl.exceptions.PolarsError, OSError) as err:
+            raise InputError(f"{path}: not a readable {self.name} table ({err})") from err
+        for column, dtype in self.schema.items():
+            if column not in df.columns:
+                raise InputError(f"{path}: the {self.name} table has no column {column!r}")
+            if df.schema[column] != dtype:
+                raise InputError(
+                    f"{path}: column {column!r} of the {self.name} table is "
+                    f"{df.schema[column]}, expected {dtype}"
+                )
+        return df.select(list(self.columns))
+
+
+PAIRS = Table(
+    "pairs",
+    {
+        "pair_id": (pl.String(), "content-derived id (or data.id_column); seeds derive from it"),
+        "prompt_a": (pl.String(), "the prompt the paths start from"),
+        "prompt_b": (pl.String(), "the prompt the paths end at"),
+        "score": (pl.Float64(), "similarity score of the pair (CxC agg_score, 0-5)"),
+        "group": (pl.String(), "similarity group: the data.bins interval of score, e.g. [3,4)"),
+    },
+)
+
+EMBEDDINGS = Table(
+    "embeddings index",
+    {
+        "prompt": (pl.String(), "the prompt's text"),
+        "key": (pl.String(), "name of its file <key>.safetensors (hash of the text)"),
+        "n_tokens": (pl.Int64(), "tokens with start/end tokens, before truncation"),
+        "truncated": (pl.Boolean(), "longer than the tokenizer's limit, cut as the pipeline cuts"),
+        "model": (pl.String(), "fingerprint of the model that encoded it"),
+    },
+)
+
+COUPLINGS = Table(
+    "couplings",
+    {
+        "path_id": (pl.String(), "<pair_id>-<method>-<replicate>"),
+        "pair_id": (pl.String(), "the pair"),
+        "method": (pl.String(), "coupling method (couple.methods)"),
+        "replicate": (pl.Int32(), "replicate of a stochastic method (0 otherwise)"),
+        "path_kind": (pl.String(), "how rows move: linear, slerp or barycentric"),
+        "cost": (pl.Float64(), "mean squared distance of matched rows (plan cost for sinkhorn)"),
+        "w2": (pl.Float64(), "W2^2 (ot only)"),
+        "permutation": (pl.List(pl.Int32()), "row of B each row of A moves to (null: a plan)"),
+        "plan": (pl.List(pl.Float64()), "entropic plan, row-major n x n (sinkhorn only)"),
+    },
+)
+
+FRAMES = Table(
+    "frames index",
+    {
+        "path_id": (pl.String(), "the path"),
+        "pair_id": (pl.String(), "its pair"),
+        "k": (pl.Int64(), "frame number, 0 .. render.frames - 1"),
+        "t": (pl.Float64(), "position on the path, k / (frames - 1)"),
+        "key": (pl.String(), "frame cache key (shared by the end frames of permutation paths)"),
+        "file": (pl.String(), "the PNG, relative to the render folder"),
+        "random_weights": (pl.Boolean(), "the model's weights are random"),
+    },
+)
+
+SCORES = Table(
+    "scores",
+    {
+        "path_id": (pl.String(), "the path"),
+        "pair_id": (pl.String(), "its pair"),
+        "method": (pl.String(), "coupling method"),
+        "replicate": (pl.Int32(), "replicate of a stochastic method"),
+        "cost": (pl.Float64(), "coupling cost (as in couplings)"),
+        "ppl": (pl.Float64(), "sum of the LPIPS steps (the paper's perceptual path length)"),
+        "ppl_norm": (pl.Float64(), "mean step / dt^2, dt = 1 / (frames - 1)"),
+        "steps": (pl.List(pl.Float64()), "LPIPS between consecutive frames (rounded to float32)"),
+        "score": (pl.Float64(), "the pair's similarity score"),
+        "group": (pl.String(), "the pair's similarity group"),
+        "metric": (pl.String(), "lpips-<net>-<imagenet|untrained>"),
+        "random_weights": (pl.Boolean(), "the images come from random weights"),
+    },
+)
+
+ALL = (PAIRS, EMBEDDINGS, COUPLINGS, FRAMES, SCORES)

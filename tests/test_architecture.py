@@ -1,0 +1,90 @@
+"""The code's map stays true: dvc.yaml's hand-listed deps are exactly the modules each stage
+imports, the render stage depends on exactly the settings that decide pixels, and the docs
+list every module and every table column."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from otpc.params import RenderParams
+from otpc.tables import ALL as TABLES
+from tests.project import ROOT
+
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# Checks that run before a stage's work and refuse bad params; they never change an output.
+CHECKS_ONLY = {"otpc/commands.py", "otpc/preflight.py"}
+
+
+def imported(path: Path) -> set[str]:
+    """Names of the otpc and stages modules ``path`` imports, at any level of its code."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}  # from otpc import x
+    return {n for n in names if n.split(".")[0] in ("otpc", "stages")}
+
+
+def module_files(name: str) -> list[Path]:
+    """The files Python runs to import ``name``: each package's __init__, then the module."""
+    parts = name.split(".")
+    files = []
+    for i in range(1, len(parts) + 1):
+        base = ROOT.joinpath(*parts[:i])
+        for candidate in (base / "__init__.py", base.with_suffix(".py")):
+            if candidate.is_file():
+                files.append(candidate)
+    return files
+
+
+def closure(start: str) -> set[str]:
+    """Repository-relative files that running module ``start`` can import."""
+    seen: set[str] = set()
+    todo = module_files(start)
+    while todo:
+        path = todo.pop()
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in seen or rel in CHECKS_ONLY:
+            continue
+        seen.add(rel)
+        todo += [f for name in imported(path) for f in module_files(name)]
+    return seen
+
+
+@pytest.mark.parametrize("stage", list(DVC))
+def test_stage_deps_are_exactly_the_code_it_imports(stage: str) -> None:
+    code = {d for d in DVC[stage]["deps"] if d.endswith(".py")}
+    needed = closure(f"stages.{stage}")
+    assert sorted(needed - code) == [], "imported but not a dependency in dvc.yaml"
+    assert sorted(code - needed) == [], "a dependency in dvc.yaml that it does not import"
+
+
+def test_render_stage_depends_on_exactly_the_settings_that_decide_pixels() -> None:
+    params = DVC["render"]["params"]
+    assert sorted(params) == sorted(["model", *(f"render.{k}" for k in RenderParams.pixel_keys())])
+
+
+def test_architecture_doc_lists_every_table_column() -> None:
+    doc = (ROOT / "docs/architecture.md").read_text()
+    for table in TABLES:
+        section = doc.split(f"### {table.name}\n", 1)[1].split("\n#", 1)[0]
+        listed = re.findall(r"^\| `(\w+)` \|", section, re.M)
+        assert listed == list(table.columns), table.name
+
+
+def test_docs_name_every_module() -> None:
+    modules = {
+        p.relative_to(ROOT / "otpc").with_suffix("").as_posix()
+        for p in (ROOT / "otpc").rglob("*.py")
+        if p.name != "__init__.py"
+    }
+    doc = (ROOT / "docs/architecture.md").read_text()
+    named = set(re.findall(r"`otpc/([\w/]+)\.py`", doc))
+    assert sorted(modules - named) == [] and sorted(named - modules) == []
