@@ -79,12 +79,14 @@ class Resolved:
     dtype: torch.dtype
     random_weights: bool
     stamp: str | None = None
+    label: str | None = None  # the name to show (default: hub id, or a folder's name)
 
     @property
     def fingerprint(self) -> str:
         """Identifies what decides the pixels: source, revision (or, for a local folder, a
-        stamp of its files), dtype and device type (fp16 CUDA and fp32 CPU frames differ)."""
-        label = Path(self.source).name if self.stamp else self.source  # no machine paths
+        stamp of its files), dtype and device type (fp16 CUDA and fp32 CPU frames differ).
+        It holds no machine path, and nothing that can change while the weights stay."""
+        label = self.label or (Path(self.source).name if self.stamp else self.source)
         return f"{label}@{self.revision}#{self.stamp}:{self.dtype}:{self.device.type}"
 
 
@@ -177,7 +179,9 @@ def resolve(spec: ModelSpec) -> Resolved:
     source, revision, random_weights = _source(spec)
     dtype = DTYPES[spec.dtype] if spec.dtype != "auto" else auto_dtype(device, preset)
     stamp = folder_stamp(Path(source)) if Path(source).is_dir() else None
-    return Resolved(source, revision, device, dtype, random_weights, stamp)
+    # A tiny preset is named by the preset: its folder's name changes with the builder's code.
+    label = spec.name if preset is not None and preset.repo is None else None
+    return Resolved(source, revision, device, dtype, random_weights, stamp, label)
 
 
 def _offline() -> bool:

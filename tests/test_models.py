@@ -175,3 +175,11 @@ def test_local_folder_fingerprint_follows_its_files(tiny, tmp_path) -> None:
     config = folder / "scheduler/scheduler_config.json"
     config.write_text(config.read_text().replace('"steps_offset": 1', '"steps_offset": 0'))
     assert resolve(ModelSpec(str(folder))).fingerprint != before
+
+
+def test_tiny_fingerprint_names_the_preset_not_its_folder() -> None:
+    """The tiny folder's name carries a hash of the builder's code; frame keys must change
+    only when the weights do."""
+    res = resolve(ModelSpec("tiny"))
+    assert Path(res.source).name != "tiny"
+    assert res.fingerprint.startswith(f"tiny@None#{res.stamp}:")
