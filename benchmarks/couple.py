@@ -26,40 +26,23 @@ def clouds(seed: int, block: int, count: int, n: int, d: int) -> tuple[torch.Ten
     return torch.randn(count, n, d, generator=gen), torch.randn(count, n, d, generator=gen)
 
 
+def count(name: str, default: int, help: str = "", minimum: int = 1, dest: str = ""):
+    """A whole-number option of at least ``minimum``."""
+    args = (name, dest) if dest else (name,)
+    return click.option(
+        *args, default=default, show_default=True, type=click.IntRange(min=minimum), help=help
+    )
+
+
 @click.command()
-@click.option("--pairs", default=10_000, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--n",
-    "points",
-    default=77,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Points per cloud.",
-)
-@click.option("--dim", default=768, show_default=True, type=click.IntRange(min=1))
+@count("--pairs", 10_000)
+@count("--n", 77, "Points per cloud.", dest="points")
+@count("--dim", 768)
 @click.option("--method", default="ot", show_default=True, type=click.Choice(sorted(METHODS)))
-@click.option(
-    "--workers",
-    default=os.cpu_count() or 1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Threads for couple_many.",
-)
-@click.option("--chunk-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--block",
-    default=1000,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Pairs drawn and coupled per call (bounds memory).",
-)
-@click.option(
-    "--check",
-    default=3,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Pairs re-coupled one by one with `couple` to compare.",
-)
+@count("--workers", os.cpu_count() or 1, "Threads for couple_many.")
+@count("--chunk-size", 8)
+@count("--block", 1000, "Pairs drawn and coupled per call (bounds memory).")
+@count("--check", 3, "Pairs re-coupled one by one with `couple` to compare.", minimum=0)
 @click.option("--seed", default=0, show_default=True, type=int)
 def main(
     pairs: int,

@@ -24,6 +24,7 @@ Besides torch it needs only diffusers, transformers and what otpc.render imports
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,39 +41,7 @@ from otpc.models import DTYPES, LoadedModel, ModelSpec, Resolved, load_pipeline,
 from otpc.params import RenderSettings
 from otpc.render import FrameJob, Renderer, initial_latents, render_missing
 
-# Stable Diffusion 1.5's U-Net and VAE configuration (shapes only; weights are random).
-SD15_UNET = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-    "norm_num_groups": 32,
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-}
-SD15_VAE = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "latent_channels": 4,
-    "layers_per_block": 2,
-    "block_out_channels": (128, 256, 512, 512),
-    "sample_size": 512,
-    "norm_num_groups": 32,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-}
-SD15_SCHEDULER = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "set_alpha_to_one": False,
-}
+SD15 = json.loads((Path(__file__).parent / "sd15_architecture.json").read_text())
 
 
 def build_sd15(device: torch.device, dtype: torch.dtype):
@@ -87,41 +56,23 @@ def build_sd15(device: torch.device, dtype: torch.dtype):
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel
 
-    from otpc.tiny import write_tokenizer_files
+    from otpc.tiny import clip_text_config, clip_tokenizer
 
-    with tempfile.TemporaryDirectory() as vocab:
-        write_tokenizer_files(Path(vocab))
-        tokenizer = CLIPTokenizer(
-            f"{vocab}/vocab.json",
-            f"{vocab}/merges.txt",
-            pad_token="<|endoftext|>",
-            model_max_length=77,
-        )
+    tokenizer = clip_tokenizer()
     torch.manual_seed(0)
     with torch.device(device):
-        unet = UNet2DConditionModel(**SD15_UNET).to(dtype)
-        vae = AutoencoderKL(**SD15_VAE).to(dtype)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=1,
-                num_attention_heads=12,
-                max_position_embeddings=77,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        ).to(dtype)
+        unet = UNet2DConditionModel(**SD15["unet"]).to(dtype)
+        vae = AutoencoderKL(**SD15["vae"]).to(dtype)
+        config = clip_text_config(tokenizer, 768, layers=1, heads=12, intermediate_size=3072)
+        text_encoder = CLIPTextModel(config).to(dtype)
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=PNDMScheduler(**SD15_SCHEDULER),
+        scheduler=PNDMScheduler(**SD15["scheduler"]),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from otpc.commands import checked_params, reports_errors
+from otpc.commands import checked_params, params_option, reports_errors
 from otpc.couplings import METHODS
 from otpc.models import ModelSpec
 from otpc.params import CoupleParams, RenderParams, load_params
@@ -158,13 +158,7 @@ def interpolate(
 
 
 @main.command()
-@click.option(
-    "--params",
-    "params_path",
-    default="params.yaml",
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-)
+@params_option
 @reports_errors
 def check(params_path: Path) -> None:
     """Validate the study's params file and report every problem.
@@ -178,13 +172,7 @@ def check(params_path: Path) -> None:
 
 
 @main.command("log")
-@click.option(
-    "--params",
-    "params_path",
-    default="params.yaml",
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-)
+@params_option
 @click.option(
     "--exp-name",
     default=None,

@@ -21,7 +21,7 @@ import polars as pl
 from otpc.errors import InputError
 from otpc.seeds import derive_seed
 from otpc.tables import PAIRS
-from otpc.text import is_blank, shorten
+from otpc.text import is_blank, read_utf8, shorten
 
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -74,16 +74,7 @@ def read_csv_pairs(
 
     Returns ``pair_id, prompt_a, prompt_b, score, line`` (the line where each record starts).
     """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as err:
-        raise InputError(f"{path}: file not found") from err
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise InputError(f"{path}: line {line} is not valid UTF-8 ({err.reason})") from err
-    records = _records(path, text)
+    records = _records(path, read_utf8(path, InputError))
     header_line, header = next(records, (1, []))
     if not header:
         raise InputError(f"{path}: empty file (expected a header line)")

@@ -31,6 +31,7 @@ from pydantic.dataclasses import dataclass as validated
 
 from otpc.errors import ParamsError
 from otpc.study.layout import FRAME_CACHE
+from otpc.text import read_utf8
 
 LpipsNet = Literal["alex", "vgg", "squeeze"]
 Dtype = Literal["auto", "float64", "float32", "float16", "bfloat16"]
@@ -201,15 +202,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def read_yaml(path: Path) -> object:
     """Parse a UTF-8 YAML file strictly; ``ParamsError`` naming the file and line."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as err:
-        raise ParamsError(f"{path}: not found") from err
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise ParamsError(f"{path}: line {line} is not valid UTF-8 ({err.reason})") from None
+    text = read_utf8(path, ParamsError)
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as err:

@@ -61,7 +61,7 @@ def write_tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n")
 
 
-def _tokenizer(pad_token: str = "<|endoftext|>"):  # -> transformers.CLIPTokenizer
+def clip_tokenizer(pad_token: str = "<|endoftext|>"):  # -> transformers.CLIPTokenizer
     """The character-level CLIP tokenizer, 77 tokens, with the given padding token."""
     from transformers import CLIPTokenizer
 
@@ -103,19 +103,22 @@ def _portable_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model
 
 
-def _text_config(tokenizer, hidden: int, **extra: Any):  # -> transformers.CLIPTextConfig
+def clip_text_config(tokenizer, hidden: int, layers: int = 2, heads: int = 4, **extra: Any):
+    """A CLIP text encoder's configuration for ``tokenizer`` (77 positions, ``hidden`` wide,
+    its MLP twice as wide unless ``intermediate_size`` is given)."""
     from transformers import CLIPTextConfig
 
+    extra.setdefault("intermediate_size", 2 * hidden)
+    ids = {
+        f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("bos", "eos", "pad")
+    }
     return CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
         max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        **ids,
         **extra,
     )
 
@@ -124,172 +127,164 @@ def _vae(seed: int, **extra: Any):  # -> diffusers.AutoencoderKL
     """A 4x-downsampling KL autoencoder with 4 latent channels."""
     from diffusers import AutoencoderKL
 
-    return _portable_init(
-        AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            block_out_channels=(32, 64, 64),
-            down_block_types=("DownEncoderBlock2D",) * 3,
-            up_block_types=("UpDecoderBlock2D",) * 3,
-            layers_per_block=1,
-            sample_size=64,
-            norm_num_groups=32,
-            **extra,
-        ),
-        seed,
+    blocks = {
+        "down_block_types": ("DownEncoderBlock2D",) * 3,
+        "up_block_types": ("UpDecoderBlock2D",) * 3,
+    }
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64, 64),
+        sample_size=64,
+        norm_num_groups=32,
+        **blocks,
+        **extra,
     )
+    return _portable_init(vae, seed)
+
+
+def _unet(seed: int, attention: tuple[str, str], **extra: Any):
+    """A two-level U-Net on 16 x 16 x 4 latents (32 and 64 channels); ``attention`` says which
+    levels cross-attend to the text ("CrossAttn") and which do not ("")."""
+    from diffusers import UNet2DConditionModel
+
+    down = tuple(f"{kind}DownBlock2D" for kind in attention)
+    up = tuple(f"{kind}UpBlock2D" for kind in reversed(attention))
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        norm_num_groups=32,
+        down_block_types=down,
+        up_block_types=up,
+        **extra,
+    )
+    return _portable_init(unet, seed)
+
+
+# Stable Diffusion's noise schedule, shared by the three schedulers.
+BETAS = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+}
+
+
+def _save(folder: Path, pipeline: Any, parts: dict[str, Any]) -> None:
+    """Save the diffusers ``pipeline`` class made of ``parts`` at ``folder``."""
+    pipeline(**parts).save_pretrained(folder, safe_serialization=True)
+
+
+# SD 2 and SDXL attention: heads per level, linear projections in and out of the blocks.
+SD2_ATTENTION = {"attention_head_dim": (2, 4), "use_linear_projection": True}
+
+
+def _save_sd(folder: Path, parts: dict[str, Any]) -> None:
+    """Save an SD-1.x/2.x-shaped pipeline made of ``parts`` (no safety checker)."""
+    from diffusers import StableDiffusionPipeline
+
+    no_checker = {
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+    }
+    _save(folder, StableDiffusionPipeline, no_checker | parts)
 
 
 def build_tiny_pipeline(folder: Path) -> None:
     """Create the tiny SD-1.x-shaped pipeline's diffusers folder at ``folder``."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import PNDMScheduler
     from transformers import CLIPTextModel
 
-    tokenizer = _tokenizer()
-    text_encoder = _portable_init(CLIPTextModel(_text_config(tokenizer, 32)), TINY_SEED)
-    unet = _portable_init(
-        UNet2DConditionModel(
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            layers_per_block=1,
-            block_out_channels=(32, 64),
-            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=32,
-        ),
-        TINY_SEED + 1,
+    tokenizer = clip_tokenizer()
+    _save_sd(
+        folder,
+        {
+            "tokenizer": tokenizer,
+            "text_encoder": _portable_init(
+                CLIPTextModel(clip_text_config(tokenizer, 32)), TINY_SEED
+            ),
+            "unet": _unet(
+                TINY_SEED + 1,
+                ("CrossAttn", "CrossAttn"),
+                cross_attention_dim=32,
+                attention_head_dim=8,
+            ),
+            "vae": _vae(TINY_SEED + 2),
+            "scheduler": PNDMScheduler(
+                **BETAS, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False
+            ),
+        },
     )
-    vae = _vae(TINY_SEED + 2)
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        skip_prk_steps=True,
-        steps_offset=1,
-        set_alpha_to_one=False,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
 
 
 def build_tiny_sd2_pipeline(folder: Path) -> None:
     """Create the tiny SD-2-shaped pipeline (77 x 48, v-prediction) at ``folder``."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler
     from transformers import CLIPTextModel
 
-    tokenizer = _tokenizer(pad_token="!")
-    text_encoder = _portable_init(
-        CLIPTextModel(_text_config(tokenizer, 48, hidden_act="gelu")), TINY_SEED + 10
+    tokenizer = clip_tokenizer(pad_token="!")
+    config = clip_text_config(tokenizer, 48, hidden_act="gelu")
+    _save_sd(
+        folder,
+        {
+            "tokenizer": tokenizer,
+            "text_encoder": _portable_init(CLIPTextModel(config), TINY_SEED + 10),
+            "unet": _unet(
+                TINY_SEED + 11, ("CrossAttn", ""), cross_attention_dim=48, **SD2_ATTENTION
+            ),
+            "vae": _vae(TINY_SEED + 12),
+            "scheduler": DDIMScheduler(
+                **BETAS,
+                clip_sample=False,
+                set_alpha_to_one=False,
+                steps_offset=1,
+                prediction_type="v_prediction",
+            ),
+        },
     )
-    unet = _portable_init(
-        UNet2DConditionModel(
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            layers_per_block=1,
-            block_out_channels=(32, 64),
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=48,
-            attention_head_dim=(2, 4),
-            use_linear_projection=True,
-            norm_num_groups=32,
-        ),
-        TINY_SEED + 11,
-    )
-    vae = _vae(TINY_SEED + 12)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="v_prediction",
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
 
 
 def build_tiny_sdxl_pipeline(folder: Path) -> None:
     """Create the tiny SDXL-shaped pipeline (77 x (32 + 64), pooled 32) at ``folder``."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    tokenizer, tokenizer_2 = _tokenizer(), _tokenizer(pad_token="!")
-    text_encoder = _portable_init(CLIPTextModel(_text_config(tokenizer, 32)), TINY_SEED + 20)
-    text_encoder_2 = _portable_init(
-        CLIPTextModelWithProjection(
-            _text_config(tokenizer_2, 64, hidden_act="gelu", projection_dim=32)
-        ),
-        TINY_SEED + 21,
-    )
+    tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad_token="!")
+    config_2 = clip_text_config(tokenizer_2, 64, hidden_act="gelu", projection_dim=32)
     time_dim = 8  # six size/crop numbers, each embedded in 8 dims, plus the pooled 32
-    unet = _portable_init(
-        UNet2DConditionModel(
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            layers_per_block=1,
-            block_out_channels=(32, 64),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=96,
-            attention_head_dim=(2, 4),
-            use_linear_projection=True,
-            norm_num_groups=32,
-            addition_embed_type="text_time",
-            addition_time_embed_dim=time_dim,
-            projection_class_embeddings_input_dim=6 * time_dim + 32,
-        ),
-        TINY_SEED + 22,
+    _save(
+        folder,
+        StableDiffusionXLPipeline,
+        {
+            "tokenizer": tokenizer,
+            "tokenizer_2": tokenizer_2,
+            "text_encoder": _portable_init(
+                CLIPTextModel(clip_text_config(tokenizer, 32)), TINY_SEED + 20
+            ),
+            "text_encoder_2": _portable_init(CLIPTextModelWithProjection(config_2), TINY_SEED + 21),
+            "unet": _unet(
+                TINY_SEED + 22,
+                ("", "CrossAttn"),
+                cross_attention_dim=96,
+                **SD2_ATTENTION,
+                addition_embed_type="text_time",
+                addition_time_embed_dim=time_dim,
+                projection_class_embeddings_input_dim=6 * time_dim + 32,
+            ),
+            "vae": _vae(TINY_SEED + 23, scaling_factor=0.13025, force_upcast=True),
+            "scheduler": EulerDiscreteScheduler(
+                **BETAS, steps_offset=1, timestep_spacing="leading", prediction_type="epsilon"
+            ),
+            "force_zeros_for_empty_prompt": True,
+            "add_watermarker": False,
+        },
     )
-    vae = _vae(TINY_SEED + 23, scaling_factor=0.13025, force_upcast=True)
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        steps_offset=1,
-        timestep_spacing="leading",
-        prediction_type="epsilon",
-    )
-    pipe = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer_2,
-        unet=unet,
-        scheduler=scheduler,
-        force_zeros_for_empty_prompt=True,
-        add_watermarker=False,
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
 
 
 BUILDERS: dict[str, Callable[[Path], None]] = {

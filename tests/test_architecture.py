@@ -88,3 +88,7 @@ def test_docs_name_every_module() -> None:
     doc = (ROOT / "docs/architecture.md").read_text()
     named = set(re.findall(r"`otpc/([\w/]+)\.py`", doc))
     assert sorted(modules - named) == [] and sorted(named - modules) == []
+    readme = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`(\w+)/?`", readme.split("- `stages/`")[0]))
+    flat = {m for m in modules if "/" not in m} | {"study"}  # study/: one module per stage
+    assert sorted(flat - listed) == [], "README's Layout misses modules"

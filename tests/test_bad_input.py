@@ -47,11 +47,15 @@ def test_unknown_method_names_the_key_and_writes_nothing(workdir: Path) -> None:
     assert not (workdir / "out.parquet").exists()
 
 
-def test_fewer_than_two_frames(workdir: Path) -> None:
-    edit_params(workdir / "params.yaml", render={"frames": 1})
+@pytest.mark.parametrize(
+    "render, message",
+    [({"frames": 1}, "render.frames = 1"), ({"height": 66}, "render.height = 66")],
+)
+def test_each_stage_runs_the_same_check_first(workdir: Path, render: dict, message: str) -> None:
+    edit_params(workdir / "params.yaml", render=render)
     result = invoke(sample_main, "--out", "pairs.parquet")
     assert result.exit_code == 1
-    assert "render.frames" in result.output
+    assert message in result.output
     assert not (workdir / "pairs.parquet").exists()
 
 
@@ -222,14 +226,6 @@ def test_non_utf8_params_name_the_line(workdir: Path) -> None:
     result = invoke(otpc_main, "check")
     assert result.exit_code == 1
     assert "params.yaml: line 2 is not valid UTF-8" in result.output
-
-
-def test_each_stage_runs_the_same_check_first(workdir: Path) -> None:
-    edit_params(workdir / "params.yaml", render={"height": 66})
-    result = invoke(sample_main, "--out", "pairs.parquet")
-    assert result.exit_code == 1
-    assert "render.height = 66" in result.output
-    assert not (workdir / "pairs.parquet").exists()
 
 
 # Records on lines 2-4 and 5-6 (quoted newlines); the next one starts on line 7.

@@ -126,14 +126,12 @@ def test_bad_arguments_name_the_problem(tmp_path: Path, args: list[str], message
     assert not (tmp_path / "o").exists()
 
 
-def test_out_must_be_new_or_empty_unless_overwrite(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    args = [
+def quick(prompt_a: str, prompt_b: str, out: Path) -> list[str]:
+    """Arguments of the quickest `otpc interpolate`: one method, two frames, one step."""
+    return [
         "interpolate",
-        "a cat",
-        "a dog",
+        prompt_a,
+        prompt_b,
         "--methods",
         "clip",
         "--frames",
@@ -143,6 +141,13 @@ def test_out_must_be_new_or_empty_unless_overwrite(tmp_path: Path) -> None:
         "--out",
         str(out),
     ]
+
+
+def test_out_must_be_new_or_empty_unless_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = quick("a cat", "a dog", out)
     refused = CliRunner().invoke(main, args)
     assert refused.exit_code == 2
     assert "exists and is not empty; pass --overwrite" in refused.output
@@ -177,17 +182,7 @@ def test_a_very_long_prompt_prints_a_short_note(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             str(Path(sys.executable).parent / "otpc"),
-            "interpolate",
-            "word " * 2000,
-            "a cat",
-            "--methods",
-            "clip",
-            "--frames",
-            "2",
-            "--steps",
-            "1",
-            "--out",
-            str(tmp_path / "o"),
+            *quick("word " * 2000, "a cat", tmp_path / "o"),
         ],
         capture_output=True,
         text=True,

@@ -4,6 +4,8 @@ on the same image."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -18,22 +20,9 @@ from otpc.render import Renderer
 
 
 @pytest.fixture(scope="module")
-def unet64() -> UNet2DConditionModel:
-    """A small SD-1.x-shaped U-Net (random weights) in float64."""
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=48,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
-    return unet.to(torch.float64).eval()
+def unet64(tiny) -> UNet2DConditionModel:
+    """The tiny model's SD-1.x-shaped U-Net (random weights), a copy in float64."""
+    return copy.deepcopy(tiny.pipe.unet).to(torch.float64).eval()
 
 
 @pytest.mark.parametrize("processor", [AttnProcessor2_0, AttnProcessor])
@@ -43,7 +32,8 @@ def test_unet_output_is_invariant_to_row_permutation(
     unet64.set_attn_processor(processor())
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 4, 8, 8, generator=gen, dtype=torch.float64)
-    text = torch.randn(2, 77, 48, generator=gen, dtype=torch.float64)
+    width = unet64.config.cross_attention_dim
+    text = torch.randn(2, 77, width, generator=gen, dtype=torch.float64)
     perm = torch.randperm(77, generator=gen)
     t = torch.tensor([500, 20])
     with torch.no_grad():

@@ -68,18 +68,21 @@ def source(tmp_path_factory: pytest.TempPathFactory, home: Path, s3: str) -> Pat
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An S3-compatible server with an empty bucket; yields its endpoint URL."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
+        s3_client(url).create_bucket(Bucket=BUCKET)
+        yield url
+
+
+def s3_client(url: str):  # -> botocore S3 client
     import boto3
 
-    with moto_server(tmp_path_factory.mktemp("moto")) as url:
-        client = boto3.client(
-            "s3",
-            endpoint_url=url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        client.create_bucket(Bucket=BUCKET)
-        yield url
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def exp_file(project: Path, exp_name: str, path: str) -> str:
@@ -141,18 +144,10 @@ def test_default_local_remote_shares_outputs_and_run_cache(source: Path, home: P
 
 def test_s3_remote_shares_outputs_and_run_cache(source: Path, s3: str) -> None:
     """An S3 remote added with `dvc remote add`, committed; credentials kept local."""
-    import boto3
 
     run(["dvc", "push", "--run-cache", "-r", "s3store"], source)
     run(["dvc", "exp", "push", "--run-cache", "-r", "s3store", "origin", "squeeze"], source)
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    keys = [o["Key"] for o in s3_client(s3).list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert any(k.startswith("study/files/md5/") for k in keys)
     assert any(k.startswith("study/runs/") for k in keys)
 

@@ -63,7 +63,8 @@ def test_key_covers_what_decides_pixels(tiny, path):
     perm = torch.randperm(path.shape[1], generator=torch.Generator().manual_seed(0))
     assert key_of(base, path[1][perm]) != key, "permutation"
     for what, res in {
-        "model": replace(base.res, source=base.res.source + "-other"),
+        "model": replace(base.res, label="another-model"),
+        "weights": replace(base.res, stamp="0" * 16),
         "revision": replace(base.res, revision="0123abcd"),
         "dtype": replace(base.res, dtype=torch.bfloat16),
     }.items():
@@ -114,20 +115,34 @@ def test_rerun_renders_only_missing_frames(tiny, path, tmp_path):
     assert render_missing(renderer, cache, jobs)[1] == 0
 
 
-def test_truncated_frame_is_reported_and_rendered_again(tiny, path, tmp_path, caplog):
+def truncate(cache: FrameCache, keys: list[str]) -> None:
+    damaged = cache.path(keys[2])
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+
+
+def swap(cache: FrameCache, keys: list[str]) -> None:
+    shutil.copyfile(cache.path(keys[0]), cache.path(keys[2]))  # another valid frame
+
+
+@pytest.mark.parametrize("damage, message", [(truncate, "truncated"), (swap, "another key")])
+def test_damaged_frame_is_reported_and_rendered_again(
+    tiny, path, tmp_path, caplog, damage, message
+):
     renderer = Renderer(tiny, BASE)
     cache = FrameCache(tmp_path)
     jobs = jobs_of(path)[:3]
     keys, _ = render_missing(renderer, cache, jobs)
     good = cache.get(keys[2])
-    damaged = cache.path(keys[2])
-    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
-    with pytest.raises(ValueError, match="truncated"):
+    damage(cache, keys)
+    with pytest.raises(ValueError, match=message):
         cache.get(keys[2])
     with caplog.at_level(logging.WARNING, logger="otpc.frame_cache"):
         _, rendered = render_missing(renderer, cache, jobs)
     assert rendered == 1
-    assert any(str(damaged) in record.getMessage() for record in caplog.records)
+    assert any(
+        str(cache.path(keys[2])) in r.getMessage() and message in r.getMessage()
+        for r in caplog.records
+    )
     np.testing.assert_array_equal(cache.get(keys[2]), good)
 
 
@@ -189,19 +204,3 @@ def test_foreign_altered_or_unrecorded_entries_are_rejected(tmp_path):
 
     Image.fromarray(light).save(cache.path(key_b))  # a PNG with no record at all
     assert not cache.has(key_b)
-
-
-def test_swapped_frame_is_rendered_again(tiny, path, tmp_path, caplog):
-    renderer = Renderer(tiny, BASE)
-    cache = FrameCache(tmp_path)
-    jobs = jobs_of(path)[:3]
-    keys, _ = render_missing(renderer, cache, jobs)
-    original = cache.get(keys[1])
-    shutil.copyfile(cache.path(keys[0]), cache.path(keys[1]))
-    with caplog.at_level(logging.WARNING, logger="otpc.frame_cache"):
-        _, rendered = render_missing(renderer, cache, jobs)
-    assert rendered == 1
-    assert any(
-        keys[1] in r.getMessage() and "another key" in r.getMessage() for r in caplog.records
-    )
-    np.testing.assert_array_equal(cache.get(keys[1]), original)
