@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -31,12 +32,18 @@ def local_env() -> dict[str, str]:
     return e
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def computed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Results up to `aggregate`, not yet logged; 9 frames a path, so that logging takes a while."""
-    path = make_project(tmp_path / "study", {"render": {"frames": 9}})
+    path = make_project(tmp_path_factory.mktemp("logging") / "study", {"render": {"frames": 9}})
     run(["dvc", "repro", "aggregate"], path, env=local_env())
     return path
+
+
+@pytest.fixture
+def project(computed: Path, tmp_path: Path) -> Path:
+    """A copy of the computed project (git, DVC cache, outputs and caches) for one test."""
+    return Path(shutil.copytree(computed, tmp_path / "study", symlinks=True))
 
 
 def store(project: Path) -> str:
