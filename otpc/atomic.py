@@ -12,6 +12,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -31,12 +32,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _temporary(target: Path) -> str:
-    """The prefix of ``target``'s temporary names for this process, after removing the
-    temporaries that dead writers left beside it."""
+def temporary_prefix(target: Path) -> str:
+    """The prefix of ``target``'s temporary names for this process (``.<name>.<pid>.``; the
+    random rest and ``.tmp`` follow), after removing the temporaries of ``target`` whose
+    writers are gone."""
+    own = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[^.]+\.tmp")
     for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
-        pid = stale.name[len(target.name) + 2 :].split(".", 1)[0]
-        if not pid.isdigit() or not _alive(int(pid)):
+        match = own.fullmatch(stale.name)
+        if match and not _alive(int(match[1])):
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
@@ -53,7 +56,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temporary(target), suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -109,7 +112,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; on success it replaces ``path`` whole."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=_temporary(target), suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(target), suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         os.chmod(tmp, DIR_MODE)  # mkdtemp creates 0700

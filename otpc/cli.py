@@ -1,25 +1,44 @@
 """The ``otpc`` command: interpolate two prompts, check params, log a finished study.
 
-Its option defaults are the params schema's (``otpc.params``), so one setting has one
-default everywhere.
+Its option defaults and ranges are the params schema's (``otpc.params``), so one setting has
+one definition everywhere. torch, POT and diffusers are imported only by the commands that
+use them.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+from annotated_types import Ge, Gt, Le
+from pydantic import BaseModel
 
 from otpc.commands import checked_params, params_option, reports_errors
-from otpc.couplings import METHODS
-from otpc.models import ModelSpec
-from otpc.params import CoupleParams, RenderParams, load_params
+from otpc.params import CoupleParams, ModelSpec, RenderParams, load_params
 from otpc.study import layout
 from otpc.text import is_blank
 
-RENDER = RenderParams.model_fields
-COUPLE = CoupleParams.model_fields
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def schema(model: type[BaseModel], name: str) -> Callable[[F], F]:
+    """A click option for field ``name`` of ``model``: its default, bounds and description."""
+    field = model.model_fields[name]
+    bounds = {type(m): m for m in field.metadata}
+    low = bounds[Ge].ge if Ge in bounds else (bounds[Gt].gt if Gt in bounds else None)
+    high = bounds[Le].le if Le in bounds else None
+    kind = click.IntRange if field.annotation is int else click.FloatRange
+    extra = {"min_open": True} if Gt in bounds and kind is click.FloatRange else {}
+    return click.option(
+        f"--{name.replace('_', '-')}",
+        default=field.get_default(call_default_factory=True),
+        show_default=True,
+        help=field.description,
+        type=kind(min=low, max=high, **extra),
+    )
 
 
 @click.group()
@@ -28,6 +47,8 @@ def main() -> None:
 
 
 def _methods(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    from otpc.couplings import METHODS
+
     methods = list(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))
     if not methods:
         raise click.BadParameter(f"no method given; known: {', '.join(sorted(METHODS))}")
@@ -68,52 +89,23 @@ def _check_out(out: Path, overwrite: bool) -> None:
 @click.argument("prompt_b", callback=_prompt)
 @click.option(
     "--methods",
-    default=",".join(COUPLE["methods"].get_default(call_default_factory=True)),
+    default=",".join(CoupleParams.model_fields["methods"].get_default(call_default_factory=True)),
     show_default=True,
     callback=_methods,
     help="Comma-separated coupling methods.",
 )
-@click.option(
-    "--frames",
-    default=RENDER["frames"].default,
-    show_default=True,
-    type=click.IntRange(min=2),
-    help="Frames on the path, ends included (at least 2).",
-)
-@click.option(
-    "--seed",
-    default=RENDER["seed"].default,
-    show_default=True,
-    type=int,
-    help="Noise and random-coupling seed.",
-)
+@schema(RenderParams, "frames")
+@schema(RenderParams, "seed")
 @click.option(
     "--model",
     default=ModelSpec().name,
     show_default=True,
     help="tiny, a preset (sd15, sd21, sdxl), a hub id or a local diffusers folder.",
 )
-@click.option(
-    "--steps", default=RENDER["steps"].default, show_default=True, type=click.IntRange(min=1)
-)
-@click.option(
-    "--guidance",
-    default=RENDER["guidance"].default,
-    show_default=True,
-    type=click.FloatRange(min=0),
-)
-@click.option(
-    "--batch-size",
-    default=RENDER["batch_size"].default,
-    show_default=True,
-    type=click.IntRange(min=1),
-)
-@click.option(
-    "--sinkhorn-reg",
-    default=COUPLE["sinkhorn_reg"].default,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-)
+@schema(RenderParams, "steps")
+@schema(RenderParams, "guidance")
+@schema(RenderParams, "batch_size")
+@schema(CoupleParams, "sinkhorn_reg")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -182,26 +174,26 @@ def check(params_path: Path) -> None:
 def log_cmd(params_path: Path, exp_name: str | None) -> None:
     """Log the finished study in this folder to MLflow (no duplicate if already logged).
 
-    Refuses if an output is missing or is not the file dvc.lock records.
+    Refuses if an output is missing or `dvc status` finds a stage out of date.
     """
     from otpc.errors import NotReady
-    from otpc.tracking import log_study, logged_line, tracking_uri
+    from otpc.tracking import log_study, logged_line, out_of_date
 
     params = load_params(params_path)
-    try:
-        run_id, new = log_study(
-            params, Path.cwd(), layout.METRICS, layout.logged_outputs(), exp_name
+    stale = out_of_date(Path.cwd())
+    if stale:
+        raise NotReady(
+            f"cannot log these results: {'; '.join(stale)}. Run `dvc repro` (or "
+            "`dvc pull`) first, so that they are this workspace's results."
         )
-    except NotReady:
-        raise
-    except Exception as err:
-        raise click.ClickException(f"could not log to {tracking_uri()}: {err}") from err
+    run_id, new = log_study(params, Path.cwd(), layout.METRICS, layout.logged_outputs(), exp_name)
     click.echo(logged_line(run_id, new, params.study))
 
 
 @main.command("methods")
 def methods_cmd() -> None:
     """List the registered coupling methods and the model presets."""
+    from otpc.couplings import METHODS
     from otpc.models import PRESETS
 
     for name, method in METHODS.items():

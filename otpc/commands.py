@@ -9,7 +9,7 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,12 +30,12 @@ params_option = click.option(
 )
 
 
-def checked_params(path: Path) -> Params:
-    """``path`` validated by the schema, the registries and the preflight checks (``otpc
-    check``); ``ParamsError`` listing the problems."""
-    from otpc.preflight import check  # imports torch and the registries: only when run
+def checked_params(path: Path, checks: Collection[str] | None = None) -> Params:
+    """``path`` validated by the schema, ``dvc.yaml``, the registries and the preflight
+    ``checks`` (default: all, as ``otpc check`` does); ``ParamsError`` listing the problems."""
+    from otpc.preflight import CHECKS, check  # imports torch and the registries
 
-    return check(path)
+    return check(path, CHECKS if checks is None else checks)
 
 
 def os_error_message(err: OSError) -> str:
@@ -60,13 +60,17 @@ def reports_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def stage(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A pipeline stage: check ``--params`` (schema and preflight) before any work, then run
-    ``fn(params=..., ...)``, reporting errors as one line."""
+def stage(checks: Collection[str] | None = None) -> Callable[[F], F]:
+    """A pipeline stage: check ``--params`` before any work (the schema, ``dvc.yaml`` and the
+    registries always; of the preflight checks, those named in ``checks``, default all: what
+    the stage needs), then run ``fn(params=..., ...)``, reporting errors as one line."""
 
-    @reports_errors
-    @functools.wraps(fn)
-    def wrapper(*args: Any, params_path: Path, **kwargs: Any) -> Any:
-        return fn(*args, params=checked_params(params_path), **kwargs)
+    def decorate(fn: F) -> F:
+        @reports_errors
+        @functools.wraps(fn)
+        def wrapper(*args: Any, params_path: Path, **kwargs: Any) -> Any:
+            return fn(*args, params=checked_params(params_path, checks), **kwargs)
 
-    return wrapper
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

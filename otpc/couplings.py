@@ -30,15 +30,16 @@ class Coupling:
     """The result of coupling A to B.
 
     ``permutation[i]`` is the row of B that row i of A moves to (``None`` for entropic plans,
-    which keep ``plan`` instead). ``cost`` is the mean squared distance of matched rows
-    (for a plan: sum_ij P_ij ||a_i - b_j||^2). ``w2`` is the exact W2^2 for ``ot``.
+    which keep ``plan`` instead). ``cost`` is the mean squared distance of matched rows,
+    (1/n) sum_i ||a_i - b_sigma(i)||^2, computed from the rows themselves (exactly 0 for a
+    cloud matched to itself); for ``ot`` it is W2^2. For a plan it is
+    sum_ij P_ij ||a_i - b_j||^2.
     """
 
     method: str
     cost: float
     permutation: np.ndarray | None = None
     plan: np.ndarray | None = None
-    w2: float | None = None
     path: PathKind = "linear"
 
     def target(self, b: np.ndarray) -> np.ndarray:
@@ -187,7 +188,7 @@ def _ot_from_costs(
         raise RuntimeError(
             f"extracted permutation costs {cost}, but ot.emd's optimum is {log['cost']}"
         )
-    return Coupling("ot", cost, perm, w2=cost)
+    return Coupling("ot", cost, perm)
 
 
 def plan_to_permutation(plan: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -23,3 +23,7 @@ class ModelError(OtpcError, RuntimeError):
 
 class NotReady(InputError):
     """Results cannot be logged yet: an output is missing or is not the one dvc.lock records."""
+
+
+class TrackingError(OtpcError):
+    """The tracking store (MLflow) could not be reached or refused the run."""

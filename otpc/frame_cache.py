@@ -18,6 +18,7 @@ import torch
 
 from otpc import png
 from otpc.atomic import write_bytes
+from otpc.errors import InputError
 
 log = logging.getLogger(__name__)
 CHUNK = "otpc-frame"  # PNG tEXt keyword: "<key> <pixel digest>"
@@ -57,7 +58,7 @@ class FrameCache:
         return self.root / key[:2] / f"{key}.png"
 
     def read(self, key: str) -> tuple[bytes, np.ndarray]:
-        """The stored file and its pixels, verified; ``ValueError`` naming the file if it is
+        """The stored file and its pixels, verified; ``InputError`` naming the file if it is
         damaged or holds pixels other than those recorded for ``key``;
         ``FileNotFoundError`` if absent."""
         path = self.path(key)
@@ -65,12 +66,12 @@ class FrameCache:
         pixels, text = png.decode(data, path)
         recorded = text.get(CHUNK, "").split()
         if recorded[:1] != [key]:
-            raise ValueError(
+            raise InputError(
                 f"{path}: holds the frame of another key "
                 f"({recorded[0] if recorded else 'none recorded'})"
             )
         if recorded[1:] != [pixel_digest(pixels)]:
-            raise ValueError(f"{path}: its pixels are not the ones recorded for its key")
+            raise InputError(f"{path}: its pixels are not the ones recorded for its key")
         return data, pixels
 
     def has(self, key: str) -> bool:
@@ -79,7 +80,7 @@ class FrameCache:
             self.read(key)
         except FileNotFoundError:
             return False
-        except ValueError as err:
+        except InputError as err:
             log.warning("bad cache entry, rendering it again: %s", err)
             self.path(key).unlink(missing_ok=True)
             return False

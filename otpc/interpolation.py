@@ -1,6 +1,7 @@
 """One pair, every coupling method: the images along each path and their PPL, as
-``otpc interpolate`` shows them (the study does the same for many pairs, through the
-frame cache)."""
+``otpc interpolate`` shows them. Seeds are the study's for the same pair (its id derived from
+the two prompts, as for a CSV pair): with one seed for couplings and noise, and the same
+model and render settings, the frames are the study's."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from otpc.couplings import couple
 from otpc.embeddings import encode
 from otpc.images import grid, save_gif, save_png, strip
 from otpc.models import ModelSpec, load_pipeline
+from otpc.pairs import pair_id_for
 from otpc.params import RenderParams
 from otpc.paths import conditioning_path, t_grid
 from otpc.perceptual import load_lpips, path_length, step_distances
 from otpc.render import Renderer
-from otpc.seeds import derive_seed
+from otpc.seeds import coupling_seed, latent_seed
 from otpc.text import shorten
 
 
@@ -57,8 +59,9 @@ def interpolate_pair(
         result.notes.append("model has random weights; images carry no meaning")
     ts = t_grid(settings.frames)
     a, b = ea.embeds.double(), eb.embeds.double()
+    pid = pair_id_for(prompt_a, prompt_b)
     couplings = [
-        couple(a, b, m, seed=derive_seed(settings.seed, m), sinkhorn_reg=sinkhorn_reg)
+        couple(a, b, m, seed=coupling_seed(settings.seed, pid, m, 0), sinkhorn_reg=sinkhorn_reg)
         for m in methods
     ]
     paths = [
@@ -66,7 +69,7 @@ def interpolate_pair(
     ]
     rows = torch.cat([path for path, _ in paths])
     pooled = None if paths[0][1] is None else torch.cat([p for _, p in paths if p is not None])
-    latents = renderer.initial_latents(derive_seed(settings.seed, "latent", prompt_a, prompt_b))
+    latents = renderer.initial_latents(latent_seed(settings.seed, pid))
     images = _render(renderer, rows, latents, pooled)
     metric = load_lpips("alex")
     if not metric.pretrained_backbone:

@@ -3,10 +3,10 @@
 The sections are what the library takes too (``ModelSpec`` tells ``otpc.models`` what to
 load, ``RenderSettings`` tells ``otpc.render`` how to render); ``params.yaml`` holds the
 study's values. ``load_params`` reports every problem at once, each with its dotted key, the
-bad value and what is allowed. The file must be UTF-8 YAML without duplicate keys, and must
-hold every key that ``dvc.yaml`` (beside it) lists as a stage parameter. Checks that need a
-registry, the model's configuration or this machine (coupling methods, model names, sizes,
-steps, device, writable caches) are in ``otpc.preflight``.
+bad value and what is allowed. The file must be UTF-8 YAML without duplicate keys. Checks
+that need ``dvc.yaml``, a registry, the model's configuration or this machine (keys stages
+depend on, coupling methods, model names, sizes, steps, device, writable caches) are in
+``otpc.preflight``.
 
 This module imports no torch: every stage reads it, and it must not make them depend on the
 rest of the library.
@@ -30,15 +30,17 @@ from pydantic import (
 from pydantic.dataclasses import dataclass as validated
 
 from otpc.errors import ParamsError
-from otpc.study.layout import FRAME_CACHE
 from otpc.text import read_utf8
 
 LpipsNet = Literal["alex", "vgg", "squeeze"]
 Dtype = Literal["auto", "float64", "float32", "float16", "bfloat16"]
 DEVICE = r"auto|cpu|mps|cuda(:\d+)?"
+FRAME_CACHE = ".otpc_cache/frames"  # under the project root, shared by experiments
 
-# Marks a setting that changes speed or memory but never pixels: not part of a frame's key,
-# and not a parameter the render stage depends on.
+# Marks a setting that changes speed or memory, not what a frame shows: not part of a
+# frame's key, and not a parameter the render stage depends on. On the CPU in float64 it
+# does not change a frame's bytes either; on a GPU, which frames share a batch can move a
+# pixel by a level, and the frame cache keeps whichever was rendered first.
 SPEED_ONLY: dict[str, Any] = {"pixels": False}
 
 
@@ -61,7 +63,7 @@ class ModelSpec:
     diffusers folder, and how."""
 
     name: str = "tiny"
-    revision: str | None = None  # None: the preset's pinned revision
+    revision: str | None = None  # None: the preset's default (its branch, e.g. main)
     dtype: Dtype = "auto"  # auto: float16 on CUDA (presets), float64 on the CPU
     device: str = "auto"  # auto: cuda, then mps, then cpu
 
@@ -130,7 +132,9 @@ class DataParams(_Section):
 class CoupleParams(_Section):
     methods: list[str] = Field(default_factory=lambda: ["clip", "ot", "random"])
     random_replicates: int = Field(3, ge=1, le=1000)
-    sinkhorn_reg: float = Field(0.05, gt=0, le=100)  # relative to the mean squared distance
+    sinkhorn_reg: float = Field(
+        0.05, gt=0, le=100, description="entropic regularisation, relative to the mean cost"
+    )
     seed: int = Field(0, ge=0)
 
     @field_validator("methods")
@@ -213,26 +217,6 @@ def read_yaml(path: Path) -> object:
         raise ParamsError(f"{path}: not valid YAML ({err})") from None
 
 
-def dvc_param_keys(dvc_yaml: Path, params_file: str = "params.yaml") -> dict[str, str]:
-    """Dotted keys of ``params_file`` that ``dvc.yaml``'s stages depend on -> a stage."""
-    stages = (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {})
-    keys: dict[str, str] = {}
-    for name, stage in stages.items():
-        for entry in stage.get("params", []) if isinstance(stage, dict) else []:
-            listed = [entry] if isinstance(entry, str) else entry.get(params_file) or []
-            for key in listed:
-                keys.setdefault(key, name)
-    return keys
-
-
-def _has_key(raw: object, dotted: str) -> bool:
-    for part in dotted.split("."):
-        if not isinstance(raw, dict) or part not in raw:
-            return False
-        raw = raw[part]
-    return True
-
-
 def read_params(path: Path) -> dict[str, Any]:
     """The raw mapping in ``path``; ``ParamsError`` if it is not a non-empty YAML mapping."""
     raw = read_yaml(path)
@@ -246,17 +230,9 @@ def read_params(path: Path) -> dict[str, Any]:
     return raw
 
 
-def schema_problems(raw: dict[str, Any], path: Path) -> tuple[Params | None, list[str]]:
-    """``raw`` validated (None if invalid), and every problem: schema errors, and keys that
-    ``dvc.yaml`` beside ``path`` needs but ``raw`` lacks."""
+def schema_problems(raw: dict[str, Any]) -> tuple[Params | None, list[str]]:
+    """``raw`` validated (None if invalid), and every problem the schema finds."""
     problems: list[str] = []
-    dvc_yaml = path.parent / "dvc.yaml"
-    if dvc_yaml.is_file():
-        problems += [
-            problem(key, None, f"missing (dvc.yaml's stage {stage!r} depends on it)")
-            for key, stage in dvc_param_keys(dvc_yaml, path.name).items()
-            if not _has_key(raw, key)
-        ]
     try:
         params = Params.model_validate(raw)
     except ValidationError as err:
@@ -281,7 +257,7 @@ def raise_problems(path: Path, problems: list[str]) -> None:
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``path``; raises ``ParamsError`` listing every problem."""
     path = Path(path)
-    params, problems = schema_problems(read_params(path), path)
+    params, problems = schema_problems(read_params(path))
     raise_problems(path, problems)
     assert params is not None
     return params

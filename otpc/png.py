@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from otpc.errors import InputError
+
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (grey, RGB, RGBA)
 
@@ -60,7 +62,7 @@ def encode(image: np.ndarray, text: dict[str, str] | None = None) -> bytes:
 
 
 def decode(data: bytes, name: object = "PNG") -> tuple[np.ndarray, dict[str, str]]:
-    """(RGB pixels (H, W, 3) uint8, tEXt chunks) of PNG ``data``; ``ValueError`` naming
+    """(RGB pixels (H, W, 3) uint8, tEXt chunks) of PNG ``data``; ``InputError`` naming
     ``name`` (e.g. the file) if it is damaged."""
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -68,9 +70,9 @@ def decode(data: bytes, name: object = "PNG") -> tuple[np.ndarray, dict[str, str
             text = dict(getattr(img, "text", {}))
             return np.asarray(img.convert("RGB")), text
     except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{name}: damaged or truncated PNG ({err})") from err
+        raise InputError(f"{name}: damaged or truncated PNG ({err})") from err
 
 
 def read(path: Path) -> np.ndarray:
-    """The RGB pixels of the PNG file ``path``; ``ValueError`` naming it if it is damaged."""
+    """The RGB pixels of the PNG file ``path``; ``InputError`` naming it if it is damaged."""
     return decode(path.read_bytes(), path)[0]

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from otpc.couplings import METHODS
 from otpc.errors import OtpcError
@@ -30,6 +32,39 @@ from otpc.params import Params, raise_problems, read_params, schema_problems
 from otpc.params import problem as _problem
 from otpc.project import shared_path
 from otpc.study.layout import SCORE_CACHE
+
+
+def dvc_param_keys(dvc_yaml: Path, params_file: str = "params.yaml") -> dict[str, str]:
+    """Dotted keys of ``params_file`` that ``dvc.yaml``'s stages depend on -> a stage."""
+    stages = (yaml.safe_load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {})
+    keys: dict[str, str] = {}
+    for name, stage in stages.items():
+        for entry in stage.get("params", []) if isinstance(stage, dict) else []:
+            listed = [entry] if isinstance(entry, str) else entry.get(params_file) or []
+            for key in listed:
+                keys.setdefault(key, name)
+    return keys
+
+
+def _has_key(raw: object, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(raw, dict) or part not in raw:
+            return False
+        raw = raw[part]
+    return True
+
+
+def dvc_key_problems(raw: dict[str, Any], path: Path) -> list[str]:
+    """Keys that ``dvc.yaml`` beside ``path`` lists as stage parameters but ``raw`` lacks
+    (DVC would stop at that stage, after the earlier ones ran)."""
+    dvc_yaml = path.parent / "dvc.yaml"
+    if not dvc_yaml.is_file():
+        return []
+    return [
+        _problem(key, None, f"missing (dvc.yaml's stage {stage!r} depends on it)")
+        for key, stage in dvc_param_keys(dvc_yaml, path.name).items()
+        if not _has_key(raw, key)
+    ]
 
 
 def registry_problems(raw: dict[str, Any]) -> list[str]:
@@ -147,25 +182,34 @@ def writable_problem(key: str, value: str, folder: Path) -> list[str]:
     return []
 
 
-def preflight(params: Params) -> list[str]:
-    """Every problem the model's configuration or this machine finds with ``params``."""
-    return (
-        device_problems(params.model.device)
-        + data_problems(params)
-        + model_problems(params)
-        + writable_problem(
-            "render.cache_dir", params.render.cache_dir, shared_path(params.render.cache_dir)
-        )
-        + writable_problem("score cache", str(SCORE_CACHE), shared_path(str(SCORE_CACHE)))
-    )
+CHECKS = ("device", "data", "model", "caches")  # what ``preflight`` can check
 
 
-def check(path: Path) -> Params:
-    """The params in ``path``, checked by the schema, the registries and then the preflight
-    checks; ``ParamsError`` listing every problem of the first phase that finds any."""
+def preflight(params: Params, checks: Collection[str] = CHECKS) -> list[str]:
+    """Every problem the model's configuration or this machine finds with ``params``, among
+    ``checks``: the device, the data files, the model (its configuration and sizes), the
+    frame and score caches."""
+    found = []
+    if "device" in checks:
+        found += device_problems(params.model.device)
+    if "data" in checks:
+        found += data_problems(params)
+    if "model" in checks:
+        found += model_problems(params)
+    if "caches" in checks:
+        cache = params.render.cache_dir
+        found += writable_problem("render.cache_dir", cache, shared_path(cache))
+        found += writable_problem("score cache", str(SCORE_CACHE), shared_path(str(SCORE_CACHE)))
+    return found
+
+
+def check(path: Path, checks: Collection[str] = CHECKS) -> Params:
+    """The params in ``path``, checked by the schema, ``dvc.yaml`` and the registries, then
+    by the preflight ``checks``; ``ParamsError`` listing every problem of the first phase
+    that finds any."""
     raw = read_params(path)
-    params, problems = schema_problems(raw, path)
-    raise_problems(path, problems + registry_problems(raw))
+    params, problems = schema_problems(raw)
+    raise_problems(path, problems + dvc_key_problems(raw, path) + registry_problems(raw))
     assert params is not None
-    raise_problems(path, preflight(params))
+    raise_problems(path, preflight(params, checks))
     return params

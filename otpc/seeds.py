@@ -12,3 +12,13 @@ def derive_seed(*parts: object) -> int:
     """
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def latent_seed(seed: int, pair_id: str) -> int:
+    """The noise seed of every frame of every path of a pair."""
+    return derive_seed(seed, "latent", pair_id)
+
+
+def coupling_seed(seed: int, pair_id: str, method: str, replicate: int) -> int:
+    """The seed of a pair's coupling by ``method`` (replicate ``replicate``)."""
+    return derive_seed(seed, pair_id, method, replicate)

@@ -94,7 +94,6 @@ COUPLINGS = Table(
         "replicate": (pl.Int32(), "replicate of a stochastic method (0 otherwise)"),
         "path_kind": (pl.String(), "how rows move: linear, slerp or barycentric"),
         "cost": (pl.Float64(), "mean squared distance of matched rows (plan cost for sinkhorn)"),
-        "w2": (pl.Float64(), "W2^2 (ot only)"),
         "permutation": (pl.List(pl.Int32()), "row of B each row of A moves to (null: a plan)"),
         "plan": (pl.List(pl.Float64()), "entropic plan, row-major n x n (sinkhorn only)"),
     },

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from otpc.atomic import temporary_prefix
 from otpc.project import otpc_home
 from otpc.quiet import quiet_libraries
 
@@ -308,7 +309,7 @@ def tiny_model_dir(root: Path | None = None, kind: str = "tiny") -> Path:
     if (folder / "OTPC_TINY.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(folder), suffix=".tmp", dir=folder.parent))
     try:
         with quiet_libraries():
             BUILDERS[kind](tmp)

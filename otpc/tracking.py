@@ -1,11 +1,11 @@
 """Log a finished study to MLflow: params, tags, metrics, tables, images and figures.
 
-The DVC stage ``log`` does it after ``aggregate`` (``stages/log.py``). Logging reads only files
-already written by the pipeline, and only if they are present and are the ones ``dvc.lock``
-records, so it can run again later (``otpc log``) if the tracking server was down. A
-results-hash tag prevents duplicate runs; a run is FINISHED only when everything is logged:
-an attempt that fails is marked FAILED, and one that was killed (left RUNNING) is marked
-FAILED by the next attempt, which logs a complete new run.
+The DVC stage ``log`` does it after ``aggregate`` (``stages/log.py``); ``otpc log`` does it by
+hand, and only if ``dvc status`` finds the study's outputs up to date. Logging reads only
+files already written by the pipeline. A results-hash tag prevents duplicate runs; a run is
+FINISHED only when everything is logged: an attempt that fails is marked FAILED, and one that
+was killed (left RUNNING) is marked FAILED by this project's next attempt (tag
+``otpc.logger``: machine and project), which logs a complete new run.
 
 Store: ``MLFLOW_TRACKING_URI`` if set (a relative ``sqlite:///`` path counts from the project
 root), else ``sqlite:///<project root>/mlflow.db`` with artifacts in ``<project root>/mlartifacts``.
@@ -19,15 +19,18 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import yaml
 from filelock import FileLock
 
-from otpc.errors import NotReady
+from otpc import png
+from otpc.errors import NotReady, OtpcError, TrackingError
 from otpc.params import Params, flatten
 from otpc.project import project_root
 from otpc.quiet import quiet_logger
@@ -35,6 +38,7 @@ from otpc.study.layout import INDEX, MLFLOW_LOCK, RESULT_FILES, SUMMARY
 from otpc.tables import FRAMES
 
 RESULTS_TAG = "otpc.results_hash"
+LOGGER_TAG = "otpc.logger"
 ABANDONED_TAG = "otpc.abandoned"
 LOG_STAGE = "log"
 SQLITE = "sqlite:///"
@@ -56,8 +60,12 @@ def artifact_location(uri: str) -> str | None:
 
 
 def metric_key(*parts: str) -> str:
-    """An MLflow-safe metric name: '[0,1)' -> '0-1'."""
-    cleaned = [re.sub(r"[^A-Za-z0-9_.\-/ ]+", "-", p).strip("-") for p in parts]
+    """An MLflow-safe metric name: a group '[0,1)' becomes '0-1', '[-1,0.5)' '-1-0.5'
+    (brackets dropped, the comma a dash, any other character MLflow refuses a dash)."""
+    cleaned = [
+        re.sub(r"[^A-Za-z0-9_.\-/ ]", "-", re.sub(r"[\[\]()]", "", p).replace(",", "-"))
+        for p in parts
+    ]
     return "/".join(cleaned)
 
 
@@ -83,33 +91,26 @@ def lock_entries(workdir: Path) -> dict[str, Any]:
     return {name: entry for name, entry in entries.items() if name != LOG_STAGE}
 
 
-def missing_or_stale(workdir: Path, metrics_dir: Path, outputs: dict[str, Path]) -> list[str]:
-    """What keeps the results in ``workdir`` from being logged: files that are missing, or
-    whose md5 is not the one dvc.lock records (results of another experiment)."""
-    recorded = {
-        out["path"]: out.get("md5")
-        for entry in lock_entries(workdir).values()
-        for out in entry.get("outs", [])
-    }
-    problems = []
-    for path in [metrics_dir / name for name in RESULT_FILES] + list(outputs.values()):
-        if not path.exists():
-            problems.append(f"{path} is missing")
-        elif (
-            path.is_file()
-            and path.as_posix() in recorded
-            and _md5(path) != recorded[path.as_posix()]
-        ):
-            problems.append(f"{path} is not the file dvc.lock records")
+def missing(metrics_dir: Path, outputs: dict[str, Path]) -> list[str]:
+    """The result files that are not there."""
+    paths = [metrics_dir / name for name in RESULT_FILES] + list(outputs.values())
     render = outputs.get("render")
-    if render is not None and render.is_dir() and not (render / INDEX).is_file():
-        problems.append(f"{render / INDEX} is missing")
-    return problems
+    if render is not None:
+        paths.append(render / INDEX)
+    return [f"{path} is missing" for path in paths if not path.exists()]
 
 
-def _md5(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "md5").hexdigest()
+def out_of_date(workdir: Path) -> list[str]:
+    """The study's stages whose outputs are not what ``dvc.lock`` records for the current
+    params and code (``dvc status``), so that other results are never logged as these."""
+    if not (workdir / "dvc.lock").is_file():
+        return [f"{workdir} has no dvc.lock"]
+    from dvc.repo import Repo
+
+    with Repo(str(workdir)) as repo:
+        status = repo.status()
+    changed = [name.rsplit(":", 1)[-1] for name in status]
+    return [f"stage {name!r} is not up to date" for name in changed if name != LOG_STAGE]
 
 
 def stage_hash(entry: dict[str, Any]) -> str:
@@ -159,21 +160,34 @@ def log_study(
 
     If a finished run with the same params and results exists, returns that one instead.
     ``exp_name`` (default ``DVC_EXP_NAME``) names the DVC experiment the results belong to.
-    Raises ``NotReady`` (naming the files) if outputs are missing or stale.
+    Raises ``NotReady`` (naming the files) if outputs are missing, and ``TrackingError`` if
+    the store fails; the run of a failed attempt is marked FAILED.
     """
-    problems = missing_or_stale(workdir, metrics_dir, outputs)
+    problems = missing(metrics_dir, outputs)
     if problems:
         raise NotReady(
             f"cannot log these results: {'; '.join(problems)}. Run `dvc repro` "
             "(or `dvc pull`) first, so that they are this workspace's results."
         )
+    frames = FRAMES.read(outputs["render"] / INDEX) if "render" in outputs else None
     import mlflow  # noqa: F401 - configures its loggers on import, so before quieting them
 
     uri = tracking_uri()
     with _project_lock(), quiet_logger("mlflow"):
-        return _log_study(
-            uri, params, workdir, metrics_dir, outputs, exp_name or os.environ.get("DVC_EXP_NAME")
-        )
+        try:
+            return _log_study(
+                uri,
+                params,
+                workdir,
+                metrics_dir,
+                outputs,
+                frames,
+                exp_name or os.environ.get("DVC_EXP_NAME"),
+            )
+        except OtpcError:
+            raise
+        except Exception as err:  # a store that is down, full or refuses: say which
+            raise TrackingError(f"could not log to {uri}: {type(err).__name__}: {err}") from err
 
 
 def _project_lock() -> FileLock:
@@ -185,12 +199,17 @@ def _project_lock() -> FileLock:
     return FileLock(str(path))
 
 
-def _abandon(client: Any, experiment_id: str, digest: str) -> None:
-    """Mark FAILED the runs of these results that a killed attempt left RUNNING (under the
-    project lock, no other attempt of this project is alive)."""
+def logger_id() -> str:
+    """Who logs: this machine and project (tag ``otpc.logger``)."""
+    return f"{socket.gethostname()}:{project_root()}"
+
+
+def _abandon(client: Any, experiment_id: str) -> None:
+    """Mark FAILED the runs this project left RUNNING (a killed attempt): under the project
+    lock no other attempt of this project is alive. Other projects' runs are not touched."""
     left = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{RESULTS_TAG}` = '{digest}' and attributes.status = 'RUNNING'",
+        filter_string=f"tags.`{LOGGER_TAG}` = '{logger_id()}' and attributes.status = 'RUNNING'",
     )
     for run in left:
         client.set_tag(run.info.run_id, ABANDONED_TAG, "an earlier logging attempt did not finish")
@@ -203,6 +222,7 @@ def _log_study(
     workdir: Path,
     metrics_dir: Path,
     outputs: dict[str, Path],
+    frames: pl.DataFrame | None,
     exp_name: str | None,
 ) -> tuple[str, bool]:
     import mlflow
@@ -220,10 +240,11 @@ def _log_study(
     )
     if existing:
         return existing[0].info.run_id, False
-    _abandon(mlflow.MlflowClient(), experiment_id, digest)
+    _abandon(mlflow.MlflowClient(), experiment_id)
     lock = lock_entries(workdir)
     tags = {
         RESULTS_TAG: digest,
+        LOGGER_TAG: logger_id(),
         "git_commit": git_commit(workdir),
         "dvc_experiment": exp_name or "workspace",
         "random_weights": str(summary["random_weights"]),
@@ -243,21 +264,16 @@ def _log_study(
             lock_path = Path(tmp) / "dvc.lock"
             lock_path.write_text(yaml.safe_dump({"schema": "2.0", "stages": lock}, sort_keys=False))
             mlflow.log_artifact(str(lock_path))
-        render_dir = outputs.get("render")
-        if render_dir is not None and render_dir.is_dir():
-            mlflow.log_artifacts(str(render_dir / "strips"), "strips")
-            _log_frames(mlflow, render_dir)
+        if frames is not None:
+            mlflow.log_artifacts(str(outputs["render"] / "strips"), "strips")
+            _log_frames(mlflow, outputs["render"], frames)
         return run.info.run_id, True
 
 
-def _log_frames(mlflow: Any, render_dir: Path) -> None:
+def _log_frames(mlflow: Any, render_dir: Path, frames: pl.DataFrame) -> None:
     """Each frame as an MLflow image keyed by path, with its frame index as the step."""
-    from PIL import Image
-
-    index = FRAMES.read(render_dir / INDEX)
-    for path_id, k, file in index.select("path_id", "k", "file").iter_rows():
-        with Image.open(render_dir / file) as img:
-            mlflow.log_image(img.copy(), key=path_id, step=int(k))
+    for path_id, k, file in frames.select("path_id", "k", "file").iter_rows():
+        mlflow.log_image(png.read(render_dir / file), key=path_id, step=int(k))
 
 
 def logged_line(run_id: str, new: bool, experiment: str) -> str:

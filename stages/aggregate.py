@@ -16,7 +16,7 @@ from otpc.study.aggregate import aggregate
 @click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
 @click.option("--render", "render_dir", type=click.Path(path_type=Path), default=layout.RENDER)
 @click.option("--metrics", "metrics_dir", type=click.Path(path_type=Path), default=layout.METRICS)
-@stage
+@stage(checks=())
 def main(params: Params, scores: Path, pairs: Path, render_dir: Path, metrics_dir: Path) -> None:
     summary = aggregate(scores, pairs, render_dir, params, metrics_dir)
     for note in summary["notes"]:

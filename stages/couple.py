@@ -15,7 +15,7 @@ from otpc.study.couple import couple_pairs
 @click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
 @click.option("--embeddings", type=click.Path(path_type=Path), default=layout.EMBEDDINGS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.COUPLINGS)
-@stage
+@stage(checks=())
 def main(params: Params, pairs: Path, embeddings: Path, out: Path) -> None:
     table = couple_pairs(pairs, embeddings, params.couple, out)
     click.echo(f"couple: {len(table)} couplings -> {out}")

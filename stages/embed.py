@@ -14,7 +14,7 @@ from otpc.study.embed import embed
 @params_option
 @click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.EMBEDDINGS)
-@stage
+@stage(checks=("device", "model"))
 def main(params: Params, pairs: Path, out: Path) -> None:
     index = embed(pairs, params.model, out)
     truncated = int(index["truncated"].sum())

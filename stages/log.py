@@ -2,8 +2,9 @@
 
 Its output (experiment and results hash) is not kept in git, so a fresh clone's first
 `dvc repro` logs its results once; `persist` keeps DVC from restoring it from the run-cache
-instead of logging. If the tracking store cannot be reached the results are kept and the
-stage says how to log them later (`otpc log`).
+instead of logging. If the tracking store fails the stage fails, writing no record, and the
+run it started is marked FAILED; every other stage's results are kept (dvc.lock and the
+run-cache), so the next `dvc repro` runs only this stage.
 """
 
 import os
@@ -15,10 +16,10 @@ import click
 
 from otpc.atomic import write_json
 from otpc.commands import params_option, stage
-from otpc.errors import NotReady
+from otpc.errors import TrackingError
 from otpc.params import Params
 from otpc.study import layout
-from otpc.tracking import log_study, logged_line, results_hash, tracking_uri
+from otpc.tracking import log_study, logged_line, results_hash
 
 
 @click.command()
@@ -29,7 +30,7 @@ from otpc.tracking import log_study, logged_line, results_hash, tracking_uri
 @click.option("--render", "render_dir", type=click.Path(path_type=Path), default=layout.RENDER)
 @click.option("--metrics", "metrics_dir", type=click.Path(path_type=Path), default=layout.METRICS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.LOGGED)
-@stage
+@stage(checks=())
 def main(
     params: Params,
     scores: Path,
@@ -44,17 +45,13 @@ def main(
     outputs = layout.logged_outputs(pairs, couplings, scores, render_dir)
     try:
         run_id, new = log_study(params, Path.cwd(), metrics_dir, outputs)
-        click.echo(logged_line(run_id, new, params.study))
-    except NotReady:
-        raise
-    except Exception as err:  # noqa: BLE001 - a tracking failure must not lose the results
-        exp = os.environ.get("DVC_EXP_NAME")
-        later = f"`dvc exp apply {exp}` then `otpc log --exp-name {exp}`" if exp else "`otpc log`"
-        click.echo(
-            f"mlflow: could not log to {tracking_uri()}: {type(err).__name__}: {err}\n"
-            f"mlflow: results are kept; run {later} when the server is reachable.",
-            err=True,
-        )
+    except TrackingError as err:
+        again = "`dvc exp run` again" if os.environ.get("DVC_EXP_NAME") else "`dvc repro`"
+        raise TrackingError(
+            f"{err}\nThe results are kept (dvc.lock, DVC's run-cache): when "
+            f"the store is reachable, run {again} (only `log` runs)."
+        ) from err
+    click.echo(logged_line(run_id, new, params.study))
     write_json(
         out,
         {

@@ -17,7 +17,7 @@ from otpc.study.render import render_study
 @click.option("--embeddings", type=click.Path(path_type=Path), default=layout.EMBEDDINGS)
 @click.option("--couplings", type=click.Path(path_type=Path), default=layout.COUPLINGS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.RENDER)
-@stage
+@stage(checks=("device", "model", "caches"))
 def main(params: Params, pairs: Path, embeddings: Path, couplings: Path, out: Path) -> None:
     render_params = params.render.model_copy(
         update={"cache_dir": str(shared_path(params.render.cache_dir))}

@@ -13,7 +13,7 @@ from otpc.study.sample import sample
 @click.command()
 @params_option
 @click.option("--out", type=click.Path(path_type=Path), default=layout.PAIRS)
-@stage
+@stage()
 def main(params: Params, out: Path) -> None:
     table = sample(params.data, out)
     click.echo(f"sample: {len(table)} pairs in {table['group'].n_unique()} groups -> {out}")

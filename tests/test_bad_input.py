@@ -197,7 +197,7 @@ BAD_PARAMS = {
         "render.cache_dir = '': must not be empty",
     ),
     "a million frames": (setting("render", frames=10**6), "render.frames = 1000000"),
-    "more steps than the scheduler has": (setting("render", steps=10**5), "render.steps = 100000"),
+    "a hundred thousand steps": (setting("render", steps=10**5), "render.steps = 100000"),
     "model folder that is not a diffusers pipeline": (
         setting("model", name="."),
         "model.name = '.': '.' is a folder but not a diffusers pipeline",
@@ -218,7 +218,7 @@ def test_check_catches_what_would_fail_later_naming_the_key(
     result = invoke(otpc_main, "check")
     assert result.exit_code == 1
     assert message in result.output, result.output
-    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)  # a one-line error, not a crash
 
 
 def test_non_utf8_params_name_the_line(workdir: Path) -> None:
@@ -248,3 +248,19 @@ def test_line_numbers_count_quoted_newlines(workdir: Path, content: str, expecte
     assert result.exit_code == 1
     assert f"pairs.csv: {expected}" in result.output, result.output
     assert not (workdir / "pairs.parquet").exists()
+
+
+def test_more_steps_than_the_models_scheduler_has(workdir: Path, tiny) -> None:
+    """A model whose scheduler was trained on fewer steps than render.steps is refused by
+    the preflight check, which reads its configuration (the schema allows up to 1000)."""
+    folder = workdir / "short-schedule"
+    tiny.pipe.save_pretrained(folder)
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text(
+        config.read_text().replace('"num_train_timesteps": 1000', '"num_train_timesteps": 100')
+    )
+    edit_params(workdir / "params.yaml", model={"name": str(folder)}, render={"steps": 200})
+    result = invoke(otpc_main, "check")
+    assert result.exit_code == 1
+    assert "render.steps = 200: model" in result.output
+    assert "scheduler was trained with 100 steps" in result.output

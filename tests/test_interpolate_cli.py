@@ -114,7 +114,7 @@ def test_shows_a_rendering_progress_bar(run) -> None:
         (["", "a cat"], "PROMPT_A': prompt_a is an empty prompt"),
         (["a cat", "   "], "PROMPT_B': prompt_b is an empty prompt"),
         (["a cat", "\u200b\u2060\ufeff"], "PROMPT_B': prompt_b is an empty prompt"),
-        (["a cat", "a dog", "--frames", "1"], "'--frames': 1 is not in the range x>=2"),
+        (["a cat", "a dog", "--frames", "1"], "'--frames': 1 is not in the range 2<=x<=1000"),
         (["a cat", "a dog", "--methods", "clip,bogus"], "unknown method(s) 'bogus'"),
         (["a cat", "a dog", "--methods", ","], "no method given"),
     ],

@@ -151,32 +151,31 @@ def crashed_attempt(uri: str, project: Path) -> str:
     return run_.info.run_id
 
 
-def test_unreachable_server_keeps_results_and_otpc_log_logs_them_once(
+def test_unreachable_server_fails_log_alone_and_the_next_run_logs_once(
     study: Study, tmp_path: Path
 ) -> None:
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     e = tracked(uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
-    proc = run(
-        ["dvc", "exp", "run", "-n", "offline", "-S", "aggregate.seed=2"], study.project, env=e
-    )
-    assert ran_stages(proc.stdout) == ["aggregate", "log"]
-    assert f"could not log to {uri}" in proc.stdout + proc.stderr
+    offline = ["dvc", "exp", "run", "-n", "offline", "-S", "aggregate.seed=2"]
+    proc = run(offline, study.project, env=e, check=False)
+    assert proc.returncode != 0 and ran_stages(proc.stdout) == ["aggregate", "log"]
+    assert f"could not log to {uri}" in proc.stderr and "only `log` runs" in proc.stderr
     lock = yaml.safe_load((study.project / "dvc.lock").read_text())
     assert lock["stages"]["aggregate"]["params"]["params.yaml"]["aggregate"]["seed"] == 2
-    assert lock == yaml.safe_load(exp_file(study.project, "offline", "dvc.lock"))
-    summary = json.loads((study.project / "metrics/summary.json").read_text())
 
     with mlflow_server(tmp_path / "server", port=port):
         crashed = crashed_attempt(uri, study.project)
-        logged = [
-            run(["otpc", "log", "--exp-name", "offline"], study.project, env=e) for _ in range(2)
-        ]
-        ids = [re.search(r"run (\w+) in experiment", p.stdout)[1] for p in logged]
-        assert ids[0] == ids[1] != crashed
+        assert ran_stages(run(offline, study.project, env=e).stdout) == ["log"]
+        lock = yaml.safe_load(exp_file(study.project, "offline", "dvc.lock"))
+        summary = json.loads(exp_file(study.project, "offline", "metrics/summary.json"))
         (run_,) = [r for r in runs(uri) if r.info.run_id != crashed]
-        assert run_.info.run_id == ids[0]
         assert run_.info.status == "FINISHED"
         assert run_.data.tags["dvc_experiment"] == "offline"
         assert run_.data.params["aggregate.seed"] == "2"
         assert_complete(uri, run_, lock, summary, dest=tmp_path / "artifacts")
+        logged = [
+            run(["otpc", "log", "--exp-name", "offline"], study.project, env=e) for _ in range(2)
+        ]
+        ids = {re.search(r"already logged as run (\w+) in experiment", p.stdout)[1] for p in logged}
+        assert ids == {run_.info.run_id}

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from otpc import embeddings
 from otpc.couplings import METHODS, Coupling, couple_many
 from otpc.params import CoupleParams
-from otpc.seeds import derive_seed
+from otpc.seeds import coupling_seed
 from otpc.study.embed import load_index
 from otpc.tables import COUPLINGS, PAIRS
 
@@ -50,7 +50,7 @@ def couple_pairs(
         )
         for method in params.methods:
             for r in range(replicates(params, method)):
-                seeds = [derive_seed(params.seed, pid, method, r) for pid in ids]
+                seeds = [coupling_seed(params.seed, pid, method, r) for pid in ids]
                 found = couple_many(a, b, method, seeds, sinkhorn_reg=params.sinkhorn_reg)
                 rows += [_row(pid, r, c) for pid, c in zip(ids, found, strict=True)]
         bar.update(len(chunk))
@@ -66,7 +66,6 @@ def _row(pair_id: str, replicate: int, c: Coupling) -> dict[str, object]:
         "replicate": replicate,
         "path_kind": c.path,
         "cost": c.cost,
-        "w2": c.w2,
         "permutation": None if c.permutation is None else c.permutation.tolist(),
         "plan": None if c.plan is None else c.plan.ravel().tolist(),
     }
@@ -80,6 +79,5 @@ def coupling_from_row(row: dict[str, Any]) -> Coupling:
         cost=row["cost"],
         permutation=None if perm is None else np.asarray(perm, dtype=np.int64),
         plan=None if plan is None else np.asarray(plan).reshape(int(np.sqrt(len(plan))), -1),
-        w2=row["w2"],
         path=row["path_kind"],
     )

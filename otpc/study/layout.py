@@ -19,7 +19,6 @@ FIG_STRIPS = "fig_strips.png"
 RESULT_FILES = (SUMMARY, GROUP_CSV, FIG_PPL, FIG_STRIPS)  # in METRICS
 
 # Under the project root (DVC_ROOT under `dvc exp run --temp`), shared by all experiments.
-FRAME_CACHE = ".otpc_cache/frames"  # the default of render.cache_dir
 SCORE_CACHE = Path(".otpc_cache/scores")
 MLFLOW_LOCK = Path(".otpc_cache/mlflow.lock")
 

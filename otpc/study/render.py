@@ -23,7 +23,7 @@ from otpc.models import ModelSpec, load_pipeline
 from otpc.params import RenderParams
 from otpc.paths import conditioning_path, t_grid
 from otpc.render import FrameJob, Renderer, missing_keys, render_frames
-from otpc.seeds import derive_seed
+from otpc.seeds import latent_seed
 from otpc.study.couple import coupling_from_row
 from otpc.study.embed import load_index
 from otpc.study.layout import INDEX
@@ -39,11 +39,6 @@ class PlannedFrame:
     path_ids: tuple[str, ...]
     k: int
     key: str
-
-
-def latent_seed(seed: int, pair_id: str) -> int:
-    """All frames of all paths of a pair share this noise seed."""
-    return derive_seed(seed, "latent", pair_id)
 
 
 def pair_jobs(
