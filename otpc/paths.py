@@ -92,18 +92,6 @@ def path_frames(
     return interpolate(a_t, target, ts, coupling.path)
 
 
-def batched_paths(
-    a: torch.Tensor, b: torch.Tensor, perms: torch.Tensor, ts: np.ndarray
-) -> torch.Tensor:
-    """Linear paths for P permutation couplings at once: a, b (P, n, d), perms (P, n).
-
-    Returns (P, K, n, d).
-    """
-    idx = perms.long().unsqueeze(-1).expand(-1, -1, b.shape[-1])
-    target = torch.gather(b, 1, idx)
-    return interpolate(a, target, ts).transpose(0, 1)
-
-
 def conditioning_path(
     a: torch.Tensor,
     b: torch.Tensor,

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from otpc.couplings import couple, couple_many
-from otpc.paths import batched_paths, interpolate, path_frames, t_grid
+from otpc.paths import interpolate, path_frames, t_grid
 
 coords = st.floats(-10, 10, allow_nan=False, allow_infinity=False)
 
@@ -106,21 +106,6 @@ def test_slerp_moves_on_the_arc_and_turns_opposite_rows_continuously() -> None:
     assert abs(half[1] @ a[1]).item() < 1e-9  # halfway round: orthogonal to both ends
     gaps = (path[1:, 1] - path[:-1, 1]).norm(dim=-1)
     np.testing.assert_allclose(gaps.numpy(), gaps[0].item(), rtol=1e-9)  # constant angular speed
-
-
-def test_batched_paths_equal_single_paths() -> None:
-    gen = torch.Generator().manual_seed(1)
-    a, b = (
-        torch.randn(4, 6, 3, generator=gen, dtype=torch.float64),
-        torch.randn(4, 6, 3, generator=gen, dtype=torch.float64),
-    )
-    cs = couple_many(a, b, "random", seeds=[1, 2, 3, 4])
-    perms = torch.as_tensor(np.stack([c.permutation for c in cs]))
-    ts = t_grid(5)
-    batched = batched_paths(a, b, perms, ts)
-    assert batched.shape == (4, 5, 6, 3)
-    for p, c in enumerate(cs):
-        torch.testing.assert_close(batched[p], path_frames(a[p], b[p], c, ts), rtol=0, atol=0)
 
 
 def test_barycentric_path_ends_at_the_plan_image() -> None:
