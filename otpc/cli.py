@@ -17,7 +17,7 @@ from annotated_types import Ge, Gt, Le
 from pydantic import BaseModel
 
 from otpc.commands import checked_params, params_option, reports_errors
-from otpc.params import CoupleParams, ModelSpec, RenderParams, load_params
+from otpc.params import CoupleParams, ModelSpec, RenderParams, ScoreParams, load_params
 from otpc.study import layout
 from otpc.text import is_blank
 
@@ -113,6 +113,9 @@ def _check_out(out: Path, overwrite: bool) -> None:
     help="Folder for the images; written whole at the end.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists and is not empty.")
+@click.option(
+    "--allow-untrained", is_flag=True, help=ScoreParams.model_fields["allow_untrained"].description
+)
 @reports_errors
 def interpolate(
     prompt_a: str,
@@ -127,6 +130,7 @@ def interpolate(
     sinkhorn_reg: float,
     out: Path,
     overwrite: bool,
+    allow_untrained: bool,
 ) -> None:
     """Render the path from PROMPT_A to PROMPT_B under each coupling method.
 
@@ -140,7 +144,7 @@ def interpolate(
         frames=frames, seed=seed, steps=steps, guidance=guidance, batch_size=batch_size
     )
     result = interpolate_pair(
-        prompt_a, prompt_b, methods, ModelSpec(model), settings, sinkhorn_reg, out
+        prompt_a, prompt_b, methods, ModelSpec(model), settings, sinkhorn_reg, out, allow_untrained
     )
     for note in result.notes:
         click.echo(f"note: {note}")

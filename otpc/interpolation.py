@@ -43,9 +43,13 @@ def interpolate_pair(
     settings: RenderParams,
     sinkhorn_reg: float,
     out: Path,
+    allow_untrained: bool = False,
 ) -> PairResult:
     """Render the path from A to B under each method, all frames from the same noise, and
-    write ``out`` whole: ``<method>.png`` (strip), ``<method>.gif`` and ``comparison.png``."""
+    write ``out`` whole: ``<method>.png`` (strip), ``<method>.gif`` and ``comparison.png``.
+    PPL is LPIPS (alex) on ImageNet weights, or, if ``allow_untrained``, on an untrained
+    backbone where there are none."""
+    metric = load_lpips("alex", allow_untrained=allow_untrained)
     model = load_pipeline(spec)
     renderer = Renderer(model, settings)
     ea, eb = encode(model, [prompt_a, prompt_b])
@@ -71,9 +75,10 @@ def interpolate_pair(
     pooled = None if paths[0][1] is None else torch.cat([p for _, p in paths if p is not None])
     latents = renderer.initial_latents(latent_seed(settings.seed, pid))
     images = _render(renderer, rows, latents, pooled)
-    metric = load_lpips("alex")
     if not metric.pretrained_backbone:
-        result.notes.append("LPIPS backbone is untrained (ImageNet weights not in the torch cache)")
+        result.notes.append(
+            "LPIPS backbone is untrained (no ImageNet weights here): PPL means little"
+        )
     strips = []
     with atomic_dir(out) as tmp:
         for method, c, path_images in zip(

@@ -164,6 +164,9 @@ class RenderParams(RenderSettings):
 class ScoreParams(_Section):
     net: LpipsNet = "alex"
     batch_size: int = Field(64, ge=1, le=4096)
+    allow_untrained: bool = Field(
+        False, description="measure with an untrained backbone where no ImageNet weights are"
+    )
 
 
 class AggregateParams(_Section):

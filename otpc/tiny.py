@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from otpc.atomic import temporary_prefix
+from otpc.clip_vocab import write_tokenizer_files
 from otpc.project import otpc_home
 from otpc.quiet import quiet_libraries
 
@@ -37,33 +38,9 @@ TINY_VERSION = "1"
 TINY_SEED = 20251117
 
 
-def _byte_alphabet() -> list[str]:
-    """CLIP's reversible byte-to-unicode alphabet (the same 256 symbols CLIP's BPE uses)."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
-def write_tokenizer_files(folder: Path) -> None:
-    """A character-level CLIP BPE vocabulary (no merges): every word splits into letters."""
-    alphabet = _byte_alphabet()
-    vocab_list = alphabet + [c + "</w>" for c in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab_list)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-
-
 def clip_tokenizer(pad_token: str = "<|endoftext|>"):  # -> transformers.CLIPTokenizer
-    """The character-level CLIP tokenizer, 77 tokens, with the given padding token."""
+    """CLIP's tokenizer (its real BPE vocabulary, 49,408 tokens), 77 tokens long, padding
+    with ``pad_token`` (SD 2 and SDXL's second encoder pad with "!")."""
     from transformers import CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as vocab_dir:

@@ -18,7 +18,7 @@ from otpc.study.score import score_paths
 @click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
 @click.option("--couplings", type=click.Path(path_type=Path), default=layout.COUPLINGS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.SCORES)
-@stage(checks=("device", "caches"))
+@stage(checks=("device", "metric", "caches"))
 def main(params: Params, render_dir: Path, pairs: Path, couplings: Path, out: Path) -> None:
     table, scored = score_paths(
         render_dir,

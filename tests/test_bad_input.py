@@ -264,3 +264,15 @@ def test_more_steps_than_the_models_scheduler_has(workdir: Path, tiny) -> None:
     assert result.exit_code == 1
     assert "render.steps = 200: model" in result.output
     assert "scheduler was trained with 100 steps" in result.output
+
+
+def test_a_metric_without_weights_is_refused_unless_untrained_is_allowed(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(workdir / "empty-torch-home"))
+    edit_params(workdir / "params.yaml", score={"net": "squeeze"})
+    result = invoke(otpc_main, "check")
+    assert result.exit_code == 1
+    assert "score.net = 'squeeze': no ImageNet weights here" in result.output
+    edit_params(workdir / "params.yaml", score={"allow_untrained": True})
+    assert invoke(otpc_main, "check").exit_code == 0

@@ -92,7 +92,8 @@ def test_prints_cost_and_ppl_of_each_path(run, tiny) -> None:
     w2 = ot.emd2(w, w, ot.dist(a, b))
     assert report["ot"]["cost"] == pytest.approx(w2, abs=1e-4)
     assert report["clip"]["cost"] == pytest.approx(np.mean(np.sum((a - b) ** 2, axis=1)), abs=1e-4)
-    assert report["ot"]["cost"] < report["clip"]["cost"] < report["random"]["cost"]
+    # ot is optimal (it may be the identity, as clip is); a random matching costs more
+    assert report["ot"]["cost"] <= report["clip"]["cost"] < report["random"]["cost"]
     metric = load_lpips("alex")
     for m in METHODS:
         ppl, ppl_norm = path_length(step_distances(metric, frames_of(out / f"{m}.png")))

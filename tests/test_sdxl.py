@@ -122,11 +122,11 @@ def test_renderer_matches_the_sdxl_pipeline(xl, xl_model: LoadedModel, pair) -> 
     assert np.abs(ours - other).max() > 5
 
 
-def test_an_ot_path_renders_through_the_renderer(
+def test_a_permuted_path_renders_through_the_renderer(
     tmp_path: Path, xl_model: LoadedModel, pair
 ) -> None:
     a, b = pair
-    c = couple(a.embeds.double().numpy(), b.embeds.double().numpy(), "ot")
+    c = couple(a.embeds.double().numpy(), b.embeds.double().numpy(), "random", seed=3)
     ts = t_grid(3)
     rows = path_frames(a.embeds.double(), b.embeds.double(), c, ts).float()
     t = torch.as_tensor(ts).unsqueeze(1)
@@ -165,7 +165,7 @@ def test_study_stages_run_on_sdxl(tmp_path: Path, xl_model: LoadedModel) -> None
     couple_pairs(
         tmp_path / "pairs.parquet",
         tmp_path / "emb",
-        CoupleParams(methods=["clip", "ot"]),
+        CoupleParams(methods=["clip", "random"], random_replicates=1),
         tmp_path / "couplings.parquet",
     )
     params = RenderParams(frames=3, steps=2, batch_size=8, cache_dir=str(tmp_path / "cache"))
@@ -177,9 +177,9 @@ def test_study_stages_run_on_sdxl(tmp_path: Path, xl_model: LoadedModel) -> None
         params,
         tmp_path / "render",
     )
-    assert sorted(out["path_id"].unique()) == ["p1-clip-0", "p1-ot-0"]
+    assert sorted(out["path_id"].unique()) == ["p1-clip-0", "p1-random-0"]
     ends = out.filter(pl.col("k").is_in([0, 2])).group_by("k").agg(pl.col("key").n_unique())
     assert ends["key"].to_list() == [1, 1]  # both methods share both end frames
     middles = out.filter(pl.col("k") == 1)["key"]
     assert middles.n_unique() == 2
-    assert (tmp_path / "render" / "frames" / "p1-ot-0" / "01.png").is_file()
+    assert (tmp_path / "render" / "frames" / "p1-random-0" / "01.png").is_file()

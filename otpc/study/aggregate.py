@@ -45,7 +45,9 @@ def provenance(scores: pl.DataFrame) -> Provenance:
     if random_weights:
         notes.append(RANDOM_WEIGHTS)
     if metric.endswith("untrained"):
-        notes.append("LPIPS uses an untrained backbone (ImageNet weights not in the torch cache)")
+        notes.append(
+            "LPIPS uses an untrained backbone (score.allow_untrained): its distances mean little"
+        )
     return {"random_weights": random_weights, "lpips": metric, "notes": notes}
 
 
