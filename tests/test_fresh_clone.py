@@ -48,8 +48,19 @@ def fresh_clone(dest: Path) -> Path:
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "clone"], dest)
     # Older than this virtualenv's install stamp, so `make` does not install again.
-    os.utime(dest / "pyproject.toml", (0, 0))
+    for name in setup_inputs():
+        os.utime(dest / name, (0, 0))
     return dest
+
+
+def setup_inputs() -> list[str]:
+    """The files the Makefile's install stamp depends on."""
+    rule = next(
+        line
+        for line in (ROOT / "Makefile").read_text().splitlines()
+        if line.startswith("$(STAMP):")
+    )
+    return rule.split(":", 1)[1].split()
 
 
 def clean_env() -> dict[str, str]:
@@ -69,6 +80,8 @@ def clones(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     base = tmp_path_factory.mktemp("fresh")
     first = fresh_clone(base / "first")
     venv = Path(sys.executable).parent.parent
+    up_to_date = run(["make", "-q", "setup", f"VENV={venv}"], first, check=False)
+    assert up_to_date.returncode == 0, "make would install again into this test's virtualenv"
     made = run(["make", "repro", f"VENV={venv}"], first, env=clean_env(), timeout=1800)
     second = fresh_clone(base / "second")
     run(["dvc", "repro"], second, env=clean_env() | OTHER_MACHINE, timeout=1800)
