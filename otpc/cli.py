@@ -10,14 +10,21 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 from annotated_types import Ge, Gt, Le
 from pydantic import BaseModel
 
 from otpc.commands import checked_params, params_option, reports_errors
-from otpc.params import CoupleParams, ModelSpec, RenderParams, ScoreParams, load_params
+from otpc.params import (
+    CoupleParams,
+    LpipsBackbone,
+    ModelSpec,
+    RenderParams,
+    ScoreParams,
+    load_params,
+)
 from otpc.study import layout
 from otpc.text import is_blank
 
@@ -114,7 +121,12 @@ def _check_out(out: Path, overwrite: bool) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists and is not empty.")
 @click.option(
-    "--allow-untrained", is_flag=True, help=ScoreParams.model_fields["allow_untrained"].description
+    "--lpips-backbone",
+    "backbone",
+    type=click.Choice(get_args(LpipsBackbone)),
+    default=ScoreParams.model_fields["backbone"].default,
+    show_default=True,
+    help="LPIPS backbone: ImageNet weights, or untrained (its PPL means little).",
 )
 @reports_errors
 def interpolate(
@@ -130,7 +142,7 @@ def interpolate(
     sinkhorn_reg: float,
     out: Path,
     overwrite: bool,
-    allow_untrained: bool,
+    backbone: LpipsBackbone,
 ) -> None:
     """Render the path from PROMPT_A to PROMPT_B under each coupling method.
 
@@ -144,7 +156,7 @@ def interpolate(
         frames=frames, seed=seed, steps=steps, guidance=guidance, batch_size=batch_size
     )
     result = interpolate_pair(
-        prompt_a, prompt_b, methods, ModelSpec(model), settings, sinkhorn_reg, out, allow_untrained
+        prompt_a, prompt_b, methods, ModelSpec(model), settings, sinkhorn_reg, out, backbone
     )
     for note in result.notes:
         click.echo(f"note: {note}")
@@ -160,8 +172,9 @@ def check(params_path: Path) -> None:
     """Validate the study's params file and report every problem.
 
     Besides the schema it reads the model's configuration files (not its weights) to check
-    render sizes and steps, and checks the device, data files and caches on this machine:
-    the same checks every stage runs before it does any work.
+    render sizes and steps, and checks the device, data files, LPIPS weights and caches on
+    this machine: every check a stage may run before it does any work (each stage runs the
+    ones it needs).
     """
     checked_params(params_path)
     click.echo(f"{params_path}: ok")
@@ -180,16 +193,12 @@ def log_cmd(params_path: Path, exp_name: str | None) -> None:
 
     Refuses if an output is missing or `dvc status` finds a stage out of date.
     """
-    from otpc.errors import NotReady
-    from otpc.tracking import log_study, logged_line, out_of_date
+    from otpc.tracking import log_study, logged_line, not_ready, out_of_date
 
     params = load_params(params_path)
     stale = out_of_date(Path.cwd())
     if stale:
-        raise NotReady(
-            f"cannot log these results: {'; '.join(stale)}. Run `dvc repro` (or "
-            "`dvc pull`) first, so that they are this workspace's results."
-        )
+        raise not_ready(stale)
     run_id, new = log_study(params, Path.cwd(), layout.METRICS, layout.logged_outputs(), exp_name)
     click.echo(logged_line(run_id, new, params.study))
 

@@ -10,12 +10,11 @@ The package is located, never imported (it is installed without its dependencies
 from __future__ import annotations
 
 import gzip
-import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
 from otpc.errors import InputError
+from otpc.packaged import package_file, sha256
 
 PACKAGE = "open_clip"  # open-clip-torch==3.3.0
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
@@ -36,43 +35,39 @@ def byte_alphabet() -> list[str]:
     return [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]
 
 
-def bpe_path() -> Path:
-    """The BPE file in the installed open-clip-torch; ``InputError`` saying how to install
-    it if it is missing, or if its sha256 is not CLIP's."""
-    spec = importlib.util.find_spec(PACKAGE)
-    path = (
-        Path(next(iter(spec.submodule_search_locations))) / BPE_FILE
-        if (spec and spec.submodule_search_locations)
-        else None
-    )
-    if path is None or not path.is_file():
+def bpe_bytes() -> bytes:
+    """The BPE file of the installed open-clip-torch, checked; ``InputError`` saying how to
+    install it if it is missing or its sha256 is not CLIP's."""
+    path = package_file(PACKAGE, BPE_FILE)
+    if path is None:
         raise InputError(
             "CLIP's BPE vocabulary is not installed: pip install --no-deps "
             "open-clip-torch==3.3.0 (`make setup` does)"
         )
-    return checked(path)
+    return checked(path.read_bytes(), path)
 
 
-def checked(path: Path) -> Path:
-    """``path``, if it is CLIP's BPE file (its sha256); ``InputError`` naming it if not."""
-    with open(path, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+def checked(data: bytes, source: Path) -> bytes:
+    """``data`` if it is CLIP's BPE file (its sha256); ``InputError`` naming ``source`` if not."""
+    digest = sha256(data)
     if digest != BPE_SHA256:
         raise InputError(
-            f"{path}: sha256 {digest[:16]}... is not CLIP's BPE file "
+            f"{source}: sha256 {digest[:16]}... is not CLIP's BPE file "
             f"({BPE_SHA256[:16]}...); reinstall open-clip-torch==3.3.0"
         )
-    return path
+    return data
 
 
 def write_tokenizer_files(folder: Path) -> None:
     """``vocab.json`` and ``merges.txt`` of CLIP's tokenizer into ``folder``."""
-    lines = gzip.decompress(bpe_path().read_bytes()).decode("utf-8").split("\n")
+    lines = gzip.decompress(bpe_bytes()).decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : MERGES + 1]]
     alphabet = byte_alphabet()
     vocab = alphabet + [c + "</w>" for c in alphabet] + ["".join(m) for m in merges] + SPECIAL
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}))
+    (folder / "vocab.json").write_text(
+        json.dumps({tok: i for i, tok in enumerate(vocab)}), encoding="utf-8"
+    )
     (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n"
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
     )

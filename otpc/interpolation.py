@@ -19,7 +19,7 @@ from otpc.embeddings import encode
 from otpc.images import grid, save_gif, save_png, strip
 from otpc.models import ModelSpec, load_pipeline
 from otpc.pairs import pair_id_for
-from otpc.params import RenderParams
+from otpc.params import LpipsBackbone, RenderParams
 from otpc.paths import conditioning_path, t_grid
 from otpc.perceptual import load_lpips, path_length, step_distances
 from otpc.render import Renderer
@@ -43,13 +43,13 @@ def interpolate_pair(
     settings: RenderParams,
     sinkhorn_reg: float,
     out: Path,
-    allow_untrained: bool = False,
+    backbone: LpipsBackbone = "imagenet",
 ) -> PairResult:
     """Render the path from A to B under each method, all frames from the same noise, and
     write ``out`` whole: ``<method>.png`` (strip), ``<method>.gif`` and ``comparison.png``.
-    PPL is LPIPS (alex) on ImageNet weights, or, if ``allow_untrained``, on an untrained
-    backbone where there are none."""
-    metric = load_lpips("alex", allow_untrained=allow_untrained)
+    PPL is LPIPS (alex) on its ImageNet backbone, or on an untrained one if ``backbone`` says
+    so."""
+    metric = load_lpips("alex", backbone=backbone)
     model = load_pipeline(spec)
     renderer = Renderer(model, settings)
     ea, eb = encode(model, [prompt_a, prompt_b])
@@ -76,9 +76,7 @@ def interpolate_pair(
     latents = renderer.initial_latents(latent_seed(settings.seed, pid))
     images = _render(renderer, rows, latents, pooled)
     if not metric.pretrained_backbone:
-        result.notes.append(
-            "LPIPS backbone is untrained (no ImageNet weights here): PPL means little"
-        )
+        result.notes.append("LPIPS backbone is untrained: PPL means little")
     strips = []
     with atomic_dir(out) as tmp:
         for method, c, path_images in zip(

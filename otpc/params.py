@@ -33,6 +33,7 @@ from otpc.errors import ParamsError
 from otpc.text import read_utf8
 
 LpipsNet = Literal["alex", "vgg", "squeeze"]
+LpipsBackbone = Literal["imagenet", "untrained"]
 Dtype = Literal["auto", "float64", "float32", "float16", "bfloat16"]
 DEVICE = r"auto|cpu|mps|cuda(:\d+)?"
 FRAME_CACHE = ".otpc_cache/frames"  # under the project root, shared by experiments
@@ -164,8 +165,8 @@ class RenderParams(RenderSettings):
 class ScoreParams(_Section):
     net: LpipsNet = "alex"
     batch_size: int = Field(64, ge=1, le=4096)
-    allow_untrained: bool = Field(
-        False, description="measure with an untrained backbone where no ImageNet weights are"
+    backbone: LpipsBackbone = Field(
+        "imagenet", description="imagenet (an error where there are no weights) or untrained"
     )
 
 

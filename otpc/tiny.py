@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from otpc import clip_vocab
 from otpc.atomic import temporary_prefix
-from otpc.clip_vocab import write_tokenizer_files
 from otpc.project import otpc_home
 from otpc.quiet import quiet_libraries
 
@@ -44,7 +44,7 @@ def clip_tokenizer(pad_token: str = "<|endoftext|>"):  # -> transformers.CLIPTok
     from transformers import CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as vocab_dir:
-        write_tokenizer_files(Path(vocab_dir))
+        clip_vocab.write_tokenizer_files(Path(vocab_dir))
         return CLIPTokenizer(
             os.path.join(vocab_dir, "vocab.json"),
             os.path.join(vocab_dir, "merges.txt"),
@@ -273,8 +273,11 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
 
 
 def _builder_hash() -> str:
-    """A hash of this file: editing a builder gives a new folder, never a stale model."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
+    """A hash of the code that builds the models (this file and the tokenizer's): editing it
+    gives a new folder, never a stale model."""
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(Path(clip_vocab.__file__).read_bytes())
+    return h.hexdigest()[:10]
 
 
 def tiny_model_dir(root: Path | None = None, kind: str = "tiny") -> Path:

@@ -30,7 +30,7 @@ import yaml
 from filelock import FileLock
 
 from otpc import png
-from otpc.errors import NotReady, OtpcError, TrackingError
+from otpc.errors import NotReady, TrackingError
 from otpc.params import Params, flatten
 from otpc.project import project_root
 from otpc.quiet import quiet_logger
@@ -89,6 +89,14 @@ def lock_entries(workdir: Path) -> dict[str, Any]:
     path = workdir / "dvc.lock"
     entries = (yaml.safe_load(path.read_text()) or {}).get("stages", {}) if path.exists() else {}
     return {name: entry for name, entry in entries.items() if name != LOG_STAGE}
+
+
+def not_ready(problems: list[str]) -> NotReady:
+    """The error for results that cannot be logged as this workspace's."""
+    return NotReady(
+        f"cannot log these results: {'; '.join(problems)}. Run `dvc repro` (or `dvc pull`) "
+        "first, so that they are this workspace's results."
+    )
 
 
 def missing(metrics_dir: Path, outputs: dict[str, Path]) -> list[str]:
@@ -165,12 +173,12 @@ def log_study(
     """
     problems = missing(metrics_dir, outputs)
     if problems:
-        raise NotReady(
-            f"cannot log these results: {'; '.join(problems)}. Run `dvc repro` "
-            "(or `dvc pull`) first, so that they are this workspace's results."
-        )
+        raise not_ready(problems)
     frames = FRAMES.read(outputs["render"] / INDEX) if "render" in outputs else None
     import mlflow  # noqa: F401 - configures its loggers on import, so before quieting them
+    from mlflow.exceptions import MlflowException
+    from requests import RequestException
+    from sqlalchemy.exc import SQLAlchemyError
 
     uri = tracking_uri()
     with _project_lock(), quiet_logger("mlflow"):
@@ -184,9 +192,8 @@ def log_study(
                 frames,
                 exp_name or os.environ.get("DVC_EXP_NAME"),
             )
-        except OtpcError:
-            raise
-        except Exception as err:  # a store that is down, full or refuses: say which
+        except (MlflowException, RequestException, SQLAlchemyError, OSError) as err:
+            # a store that is down, full or refuses: say which
             raise TrackingError(f"could not log to {uri}: {type(err).__name__}: {err}") from err
 
 
@@ -200,15 +207,17 @@ def _project_lock() -> FileLock:
 
 
 def logger_id() -> str:
-    """Who logs: this machine and project (tag ``otpc.logger``)."""
-    return f"{socket.gethostname()}:{project_root()}"
+    """Who logs (tag ``otpc.logger``): a hash of this machine's name and the project's path."""
+    return hashlib.sha256(f"{socket.gethostname()}:{project_root()}".encode()).hexdigest()[:16]
 
 
-def _abandon(client: Any, experiment_id: str) -> None:
-    """Mark FAILED the runs this project left RUNNING (a killed attempt): under the project
-    lock no other attempt of this project is alive. Other projects' runs are not touched."""
+def _abandon(client: Any) -> None:
+    """Mark FAILED the runs this project left RUNNING (a killed attempt), in any experiment:
+    under the project lock no other attempt of this project is alive. Other projects' runs
+    are not touched."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
     left = client.search_runs(
-        [experiment_id],
+        experiments,
         filter_string=f"tags.`{LOGGER_TAG}` = '{logger_id()}' and attributes.status = 'RUNNING'",
     )
     for run in left:
@@ -240,7 +249,7 @@ def _log_study(
     )
     if existing:
         return existing[0].info.run_id, False
-    _abandon(mlflow.MlflowClient(), experiment_id)
+    _abandon(mlflow.MlflowClient())
     lock = lock_entries(workdir)
     tags = {
         RESULTS_TAG: digest,

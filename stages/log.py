@@ -42,6 +42,7 @@ def main(
 ) -> None:
     # SIGTERM ends the run as FAILED (like Ctrl-C) instead of leaving it RUNNING.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    out.unlink(missing_ok=True)  # a record stands only for a run logged by this attempt
     outputs = layout.logged_outputs(pairs, couplings, scores, render_dir)
     try:
         run_id, new = log_study(params, Path.cwd(), metrics_dir, outputs)

@@ -273,6 +273,7 @@ def test_a_metric_without_weights_is_refused_unless_untrained_is_allowed(
     edit_params(workdir / "params.yaml", score={"net": "squeeze"})
     result = invoke(otpc_main, "check")
     assert result.exit_code == 1
-    assert "score.net = 'squeeze': no ImageNet weights here" in result.output
-    edit_params(workdir / "params.yaml", score={"allow_untrained": True})
+    assert "score.net = 'squeeze': " in result.output
+    assert "no ImageNet weights here" in result.output and "backbone: untrained" in result.output
+    edit_params(workdir / "params.yaml", score={"backbone": "untrained"})
     assert invoke(otpc_main, "check").exit_code == 0

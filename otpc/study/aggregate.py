@@ -46,7 +46,7 @@ def provenance(scores: pl.DataFrame) -> Provenance:
         notes.append(RANDOM_WEIGHTS)
     if metric.endswith("untrained"):
         notes.append(
-            "LPIPS uses an untrained backbone (score.allow_untrained): its distances mean little"
+            "LPIPS has an untrained backbone (score.backbone: untrained): its distances mean little"
         )
     return {"random_weights": random_weights, "lpips": metric, "notes": notes}
 

@@ -67,7 +67,7 @@ def score_paths(
     """Score every rendered path; write the scores table (one row per path) to ``out``.
     Returns it and how many paths were scored (the others came from the cache)."""
     index = FRAMES.read(render_dir / INDEX)
-    metric = load_lpips(params.net, device, params.allow_untrained)
+    metric = load_lpips(params.net, device, params.backbone)
     tag = metric.tag
     metric_id = f"{tag}:{metric.dtype}"
     rows = []
