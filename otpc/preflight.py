@@ -9,7 +9,9 @@ before its first stage writes anything. What they read:
 - the model's configuration files, never its weights (``otpc.models.config_folder``: the local
   folder, or the hub snapshot's JSON files in the Hugging Face cache): the VAE's downsampling
   factor for ``render.height``/``width``, the scheduler's training steps for ``render.steps``,
-  and whether the model can be had at all (``model.name``, ``model.revision``);
+  whether the scheduler draws noise in its steps (the study needs a deterministic one; it is
+  built from its configuration and probed, see ``otpc.render.scheduler_draws_noise``), and
+  whether the model can be had at all (``model.name``, ``model.revision``);
 - this machine: whether ``model.device`` exists here, whether the data files exist, and
   whether the frame and score caches can be written.
 """
@@ -31,6 +33,8 @@ from otpc.models import PRESETS, config_folder
 from otpc.params import Params, raise_problems, read_params, schema_problems
 from otpc.params import problem as _problem
 from otpc.project import shared_path
+from otpc.quiet import quiet_libraries
+from otpc.render import scheduler_draws_noise, stochastic_scheduler_message
 from otpc.study.layout import SCORE_CACHE
 
 
@@ -163,7 +167,40 @@ def model_problems(params: Params) -> list[str]:
                 f"scheduler was trained with {train_steps} steps; use at most that",
             )
         )
-    return problems
+    return problems + scheduler_problems(model.name, folder)
+
+
+def scheduler_problems(name: str, folder: Path) -> list[str]:
+    """The scheduler that loading the model at ``folder`` makes (the class named by
+    model_index.json's "scheduler" entry, configured by scheduler/scheduler_config.json, as
+    diffusers loads it) exists and draws no noise in its steps."""
+    index_file = folder / "model_index.json"
+    entry = _read_json(index_file).get("scheduler")
+    if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == "diffusers"):
+        return []  # no scheduler, or another library's: nothing to build it from here
+    import diffusers
+
+    cls: Any = getattr(diffusers, str(entry[1]), None)
+    is_scheduler = isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)
+    if not is_scheduler:
+        return [
+            _problem(
+                "model.name",
+                name,
+                f"{index_file} names scheduler {entry[1]!r}, which is not a scheduler of "
+                f"diffusers {diffusers.__version__}",
+            )
+        ]
+    with quiet_libraries():
+        scheduler = cls.from_config(_read_json(folder / "scheduler" / "scheduler_config.json"))
+        stochastic = scheduler_draws_noise(scheduler)
+    if stochastic:
+        return [
+            _problem(
+                "model.name", name, f"{index_file}: {stochastic_scheduler_message(cls.__name__)}"
+            )
+        ]
+    return []
 
 
 def metric_problems(params: Params) -> list[str]:

@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from otpc.embeddings import encode_batch
+from otpc.errors import InputError
 from otpc.frame_cache import FrameCache, frame_key
 from otpc.models import LoadedModel
 from otpc.params import RenderSettings, speed_only
@@ -44,6 +46,67 @@ class FrameJob:
 def initial_latents(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """Seeded starting noise, drawn on the CPU in float32 so it is device-independent."""
     return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+
+
+# Schedulers whose steps draw no noise (DDIM's eta is a step argument; the renderer passes
+# none, so 0), named in the error that refuses one that does.
+DETERMINISTIC_SAMPLERS = (
+    "DDIMScheduler (eta=0), EulerDiscreteScheduler, PNDMScheduler or "
+    "DPMSolverMultistepScheduler (algorithm_type dpmsolver++)"
+)
+PROBE_STEPS = 10  # the schedule the probe sets: ancestral samplers add no noise on the last step
+
+
+def scheduler_draws_noise(scheduler: Any, steps: int = PROBE_STEPS) -> bool:
+    """Whether ``scheduler.step`` draws random noise (ancestral and SDE samplers, DDPM, LCM),
+    found by running it, not from its class name.
+
+    Two copies of it, set to ``steps`` timesteps (at least 3, so that the two steps probed are
+    not the last, where ancestral samplers add none), each take the first two steps from the
+    same fixed sample and model output, under two different states of torch's global RNG
+    (which diffusers' schedulers draw from when ``step`` gets no generator, as in the
+    renderer's loop); the outputs differ only if a step draws noise. It runs on the CPU and
+    leaves the caller's RNG as it was.
+    """
+    train_steps = scheduler.config.get("num_train_timesteps") or steps
+    steps = min(max(steps, 3), train_steps)
+    outputs = []
+    for seed in (1, 2):
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)  # the CPU's only: no other device's state
+            probe = copy.deepcopy(scheduler)
+            probe.set_timesteps(steps, device="cpu")
+            gen = torch.Generator("cpu").manual_seed(0)
+            sample = torch.randn(1, 4, 8, 8, generator=gen) * probe.init_noise_sigma
+            model_output = torch.randn(1, 4, 8, 8, generator=gen)
+            taken = []
+            for t in probe.timesteps[:2]:
+                probe.scale_model_input(sample, t)  # as the loop does (some schedulers check)
+                sample = probe.step(model_output, t, sample, return_dict=False)[0]
+                taken.append(sample)
+        outputs.append(taken)
+    return any(not torch.equal(x, y) for x, y in zip(*outputs, strict=True))
+
+
+def stochastic_scheduler_message(name: str) -> str:
+    """Why scheduler ``name``, whose steps draw noise, cannot render the study; and the fix."""
+    return (
+        f"scheduler {name} draws random noise in its steps, so the same embedding and "
+        "starting noise would render a different image each time (and the frame cache would "
+        "keep one random draw under a key meant to fix the image); the study needs a "
+        f"deterministic sampler, such as {DETERMINISTIC_SAMPLERS}. To switch, in a local "
+        "diffusers folder of the model (a copy, for a hub model) name one of them in the "
+        '"scheduler" entry of model_index.json (which decides the class loaded) and as '
+        "_class_name in scheduler/scheduler_config.json, and set model.name to that folder"
+    )
+
+
+def require_deterministic_scheduler(scheduler: Any, model: str) -> None:
+    """``InputError`` naming ``model`` and the scheduler's class if its steps draw noise."""
+    if scheduler_draws_noise(scheduler):
+        raise InputError(
+            f"model {model!r}: {stochastic_scheduler_message(type(scheduler).__name__)}"
+        )
 
 
 def _uses_default_attention(model: torch.nn.Module) -> bool:
@@ -68,12 +131,15 @@ class Renderer:
     """Renders batches of prompt embeddings to uint8 images with one model.
 
     On CUDA it optimises the pipeline's U-Net and VAE in place (see ``optimise_for_speed``).
+    ``InputError`` if the pipeline's scheduler draws noise in its steps: the study's frames
+    must be functions of their embedding and noise seed (see ``scheduler_draws_noise``).
     """
 
     def __init__(self, model: LoadedModel, settings: RenderSettings) -> None:
         self.pipe = pipe = model.pipe
         self.settings = settings
         self.res = model.resolved
+        require_deterministic_scheduler(pipe.scheduler, self.res.label or self.res.source)
         self.unet, self.vae = pipe.unet, pipe.vae
         self.scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.height = settings.height or self.unet.config.sample_size * self.scale
