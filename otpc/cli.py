@@ -160,8 +160,11 @@ def interpolate(
     )
     for note in result.notes:
         click.echo(f"note: {note}")
-    for method, (cost, ppl, ppl_norm) in result.paths.items():
-        click.echo(f"{method:>9}: cost {cost:.4f}  ppl {ppl:.5f}  ppl_norm {ppl_norm:.5f}")
+    for method, (cost, s) in result.paths.items():
+        click.echo(
+            f"{method:>13}: cost {cost:.4f}  ppl {s.ppl:.5f}  ppl_norm {s.ppl_norm:.5f}  "
+            f"length {s.length:.5f}  max_step {s.max_step:.5f}"
+        )
     click.echo(f"wrote {out}/comparison.png (rows: {', '.join(methods)})")
 
 

@@ -2,8 +2,13 @@
 
 Every method is a function ``(a, b, rng_seed, options) -> Coupling`` registered in
 ``METHODS``; the pipeline's ``couple.methods`` accepts any registered name. Costs use the
-squared Euclidean distance and uniform weights 1/n, as in ``shared/docs/study.md``.
+squared Euclidean distance and uniform weights 1/n, as in ``docs/study.md``.
 ``couple`` couples one pair; ``couple_many`` couples thousands of pairs at once.
+
+Methods that respect the prompts' token structure (``random_bos``, ``random_blocks``,
+``ot_blocks``) need each prompt's token count (start and end tokens included): rows
+``0 .. L-1`` of a prompt's embedding are its tokens (row 0 the start token, row L-1 the end
+token), rows ``L .. n-1`` padding.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ class Coupling:
     """The result of coupling A to B.
 
     ``permutation[i]`` is the row of B that row i of A moves to (``None`` for entropic plans,
-    which keep ``plan`` instead). ``cost`` is the mean squared distance of matched rows,
-    (1/n) sum_i ||a_i - b_sigma(i)||^2, computed from the rows themselves (exactly 0 for a
-    cloud matched to itself); for ``ot`` it is W2^2. For a plan it is
-    sum_ij P_ij ||a_i - b_j||^2.
+    which keep ``plan`` instead). ``cost`` is how far the path moves the rows: the mean
+    squared distance (1/n) sum_i ||a_i - e_i||^2 from each row to where it ends,
+    e_i = b_sigma(i), computed from the rows themselves (exactly 0 for a cloud matched to
+    itself); for ``ot`` it is W2^2. For a plan, e_i = n (P B)_i: what the rendered path
+    moves, not the plan's cost sum_ij P_ij ||a_i - b_j||^2.
     """
 
     method: str
@@ -56,23 +62,27 @@ BatchFn = Callable[[np.ndarray, np.ndarray, Sequence[int], dict[str, Any]], list
 
 @dataclass(frozen=True)
 class Method:
-    """A registered coupling method; ``batch`` couples a chunk of pairs (P, n, d) at once."""
+    """A registered coupling method; ``batch`` couples a chunk of pairs (P, n, d) at once.
+    ``needs_tokens``: it reads ``options["tokens"]``, the two prompts' token counts."""
 
     name: str
     fn: PairFn
     stochastic: bool = False
     doc: str = field(default="", compare=False)
     batch: BatchFn | None = None
+    needs_tokens: bool = False
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, *, stochastic: bool = False) -> Callable:
+def register(name: str, *, stochastic: bool = False, needs_tokens: bool = False) -> Callable:
     """Decorator: add a coupling function to ``METHODS`` under ``name``."""
 
     def wrap(fn: PairFn) -> PairFn:
-        METHODS[name] = Method(name, fn, stochastic, (fn.__doc__ or "").strip())
+        METHODS[name] = Method(
+            name, fn, stochastic, (fn.__doc__ or "").strip(), needs_tokens=needs_tokens
+        )
         return fn
 
     return wrap
@@ -107,11 +117,16 @@ def cost_matrices(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) ->
     return m.clamp_min_(0).numpy()
 
 
-def permutation_cost(a: np.ndarray, b: np.ndarray, perm: np.ndarray) -> float:
-    """Mean squared distance between a_i and b_perm(i), from the row differences (no Gram
-    formula, so identical rows cost exactly 0)."""
-    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)[perm]
+def displacement(a: np.ndarray, target: np.ndarray) -> float:
+    """(1/n) sum_i ||a_i - target_i||^2, from the row differences (no Gram formula, so
+    identical rows cost exactly 0)."""
+    diff = np.asarray(a, np.float64) - np.asarray(target, np.float64)
     return float(np.mean(np.sum(diff * diff, axis=1)))
+
+
+def permutation_cost(a: np.ndarray, b: np.ndarray, perm: np.ndarray) -> float:
+    """Mean squared distance between a_i and b_perm(i)."""
+    return displacement(a, np.asarray(b)[perm])
 
 
 def _as_array(x: Any, name: str, ndim: int) -> np.ndarray:
@@ -227,7 +242,67 @@ def _sinkhorn(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) 
     plan = ot.sinkhorn(
         w, w, m / scale, reg, method="sinkhorn_stabilized", numItermax=100_000, stopThr=1e-9
     )
-    return Coupling("sinkhorn", float(np.sum(plan * m)), plan=plan, path="barycentric")
+    return Coupling("sinkhorn", displacement(a, n * (plan @ b)), plan=plan, path="barycentric")
+
+
+def token_blocks(tokens: tuple[int, int], n: int) -> list[np.ndarray]:
+    """The rows that ``ot_blocks`` and ``random_blocks`` couple among themselves, the same
+    on both sides: the start token {0}; the real block 1 .. m-1 with m = max(L_A, L_B) (the
+    longer prompt's words and end token; the shorter one's first padding rows join it, so
+    that each block is square and the coupling stays a permutation); padding m .. n-1."""
+    m = min(max(tokens), n)
+    return [b for b in (np.arange(0, 1), np.arange(1, m), np.arange(m, n)) if len(b)]
+
+
+def _tokens(options: dict[str, Any], name: str) -> tuple[int, int]:
+    if "tokens" not in options:
+        raise ValueError(f"coupling method {name!r} needs the prompts' token counts (tokens=)")
+    la, lb = options["tokens"]
+    if min(la, lb) < 2:
+        raise ValueError(f"token counts must be at least 2 (start and end), got {la}, {lb}")
+    return int(la), int(lb)
+
+
+def _within(blocks: list[np.ndarray], n: int, block_perm: Callable) -> np.ndarray:
+    """A permutation that maps each block onto itself, by ``block_perm(rows) -> rows``."""
+    perm = np.empty(n, dtype=np.int64)
+    for rows in blocks:
+        perm[rows] = block_perm(rows)
+    return perm
+
+
+@register("random_bos", stochastic=True)
+def _random_bos(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) -> Coupling:
+    """The start token (row 0) to the start token, every other row uniformly at random."""
+    n = a.shape[0]
+    rng = np.random.default_rng(seed)
+    perm = _within([np.arange(0, 1), np.arange(1, n)], n, rng.permutation)
+    return Coupling("random_bos", permutation_cost(a, b, perm), perm)
+
+
+@register("random_blocks", stochastic=True, needs_tokens=True)
+def _random_blocks(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) -> Coupling:
+    """Start token fixed; real tokens to real tokens and padding to padding, each at random
+    (blocks: ``token_blocks``)."""
+    n = a.shape[0]
+    rng = np.random.default_rng(seed)
+    perm = _within(token_blocks(_tokens(options, "random_blocks"), n), n, rng.permutation)
+    return Coupling("random_blocks", permutation_cost(a, b, perm), perm)
+
+
+@register("ot_blocks", needs_tokens=True)
+def _ot_blocks(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) -> Coupling:
+    """Start token fixed; exact OT inside the real block and inside the padding block
+    (blocks: ``token_blocks``): OT that may not trade meaning for padding."""
+    n = a.shape[0]
+    m = cost_matrix(a, b)
+
+    def best(rows: np.ndarray) -> np.ndarray:
+        _, cols = linear_sum_assignment(m[np.ix_(rows, rows)])
+        return rows[cols]
+
+    perm = _within(token_blocks(_tokens(options, "ot_blocks"), n), n, best)
+    return Coupling("ot_blocks", permutation_cost(a, b, perm), perm)
 
 
 def _method(name: str) -> Method:
@@ -236,13 +311,22 @@ def _method(name: str) -> Method:
     return METHODS[name]
 
 
-def couple(a: Any, b: Any, method: str, *, seed: int = 0, **options: Any) -> Coupling:
-    """Couple point cloud ``a`` to ``b`` with a registered ``method``."""
+def couple(
+    a: Any,
+    b: Any,
+    method: str,
+    *,
+    seed: int = 0,
+    tokens: tuple[int, int] | None = None,
+    **options: Any,
+) -> Coupling:
+    """Couple point cloud ``a`` to ``b`` with a registered ``method``; ``tokens``: the two
+    prompts' token counts, for the methods that need them."""
     fn = _method(method).fn
     a_arr, b_arr = _as_array(a, "A", 2), _as_array(b, "B", 2)
     if a_arr.shape != b_arr.shape:
         raise ValueError(f"A and B must have the same shape, got {a_arr.shape} and {b_arr.shape}")
-    return fn(a_arr, b_arr, seed, options)
+    return fn(a_arr, b_arr, seed, options if tokens is None else {**options, "tokens": tokens})
 
 
 @contextlib.contextmanager
@@ -262,13 +346,15 @@ def couple_many(
     method: str,
     seeds: Sequence[int] | None = None,
     *,
+    tokens: Sequence[tuple[int, int]] | None = None,
     workers: int | None = None,
     chunk_size: int = 8,
     **options: Any,
 ) -> list[Coupling]:
     """Couple ``a[p]`` to ``b[p]`` for each of P pairs (a, b: P x n x d), as ``couple`` does.
 
-    ``seeds[p]`` seeds pair p (default 0 for every pair, like ``couple``). Chunks of
+    ``seeds[p]`` seeds pair p (default 0 for every pair, like ``couple``); ``tokens[p]`` are
+    its prompts' token counts (for the methods that need them). Chunks of
     ``chunk_size`` pairs run on ``workers`` threads (default ``os.cpu_count()``): the
     matrix products and POT's network simplex release the GIL. Torch is held to one
     intra-op thread during the call, so that idle-spinning torch threads do not take the
@@ -282,6 +368,14 @@ def couple_many(
     seed_list = [0] * pairs if seeds is None else [int(s) for s in seeds]
     if len(seed_list) != pairs:
         raise ValueError(f"got {len(seed_list)} seeds for {pairs} pairs")
+    if tokens is not None and len(tokens) != pairs:
+        raise ValueError(f"got {len(tokens)} token counts for {pairs} pairs")
+    if meth.needs_tokens and tokens is None:
+        raise ValueError(f"coupling method {method!r} needs the prompts' token counts (tokens=)")
+
+    def opts(p: int) -> dict[str, Any]:
+        return options if tokens is None else {**options, "tokens": tokens[p]}
+
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -293,7 +387,7 @@ def couple_many(
         if meth.batch is not None:
             return meth.batch(a_arr[start:stop], b_arr[start:stop], seed_list[start:stop], options)
         return [
-            meth.fn(a_arr[p], b_arr[p], seed_list[p], options)
+            meth.fn(a_arr[p], b_arr[p], seed_list[p], opts(p))
             for p in range(start, min(stop, pairs))
         ]
 

@@ -173,19 +173,21 @@ def read_sts(path: Path, sampling_method: str) -> pl.DataFrame:
 
 
 def read_cxc_pairs(data: DataParams, folder: Path = CXC_DIR) -> pl.DataFrame:
-    """CxC STS pairs of ``data.split`` as ``pair_id, prompt_a, prompt_b, score``.
+    """CxC STS pairs of ``data.split`` as ``pair_id, prompt_a, prompt_b, score,
+    sampling_method``.
 
     Rows are filtered by ``data.sampling_method``; a pair listed as both (A, B) and (B, A)
     is kept once, in its first orientation and with its first score.
     """
     path = folder / f"sts_{data.split}.csv"
     sts = read_sts(path, data.sampling_method)
-    rows: dict[str, tuple[str, str, float, int]] = {}
-    for a, b, score, line in sts.select("caption1", "caption2", "agg_score", "line").iter_rows():
+    rows: dict[str, tuple[str, str, float, int, str]] = {}
+    columns = ("caption1", "caption2", "agg_score", "line", "sampling_method")
+    for a, b, score, line, method in sts.select(columns).iter_rows():
         if score is None:
             raise InputError(f"{path}: line {line}: pair ({a}, {b}) has no numeric agg_score")
-        rows.setdefault(cxc_pair_id(a, b), (a, b, score, line))
-    ids = {sentid(c): c for a, b, _, _ in rows.values() for c in (a, b)}
+        rows.setdefault(cxc_pair_id(a, b), (a, b, score, line, method))
+    ids = {sentid(c): c for a, b, *_ in rows.values() for c in (a, b)}
     source = captions_file(data)
     text = load_captions(source, set(ids))
     absent = sorted(ids.keys() - text.keys())
@@ -207,8 +209,9 @@ def read_cxc_pairs(data: DataParams, folder: Path = CXC_DIR) -> pl.DataFrame:
                 "prompt_b": text[sentid(b)],
                 "score": score,
                 "line": line,
+                "sampling_method": method,
             }
-            for pid, (a, b, score, line) in rows.items()
+            for pid, (a, b, score, line, method) in rows.items()
         ],
         schema={
             "pair_id": pl.String,
@@ -216,5 +219,6 @@ def read_cxc_pairs(data: DataParams, folder: Path = CXC_DIR) -> pl.DataFrame:
             "prompt_b": pl.String,
             "score": pl.Float64,
             "line": pl.Int64,
+            "sampling_method": pl.String,
         },
     )

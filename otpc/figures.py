@@ -1,5 +1,6 @@
-"""The study's figures: PPL and coupling cost by method and group (paper Fig. 3), and image
-strips of a few pairs, one row per method (paper Fig. 2)."""
+"""The study's figures: PPL and coupling cost by method and group (paper Fig. 3), OT's
+per-pair advantage against similarity, and image strips of a few pairs, one row per method
+(paper Fig. 2)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,58 @@ def ppl_cost_figure(table: pl.DataFrame, groups: Sequence[str], path: Path, note
     axes[0].legend(title="coupling")
     fig.suptitle(
         "Path smoothness and coupling cost by similarity" + (f"\n{note}" if note else ""),
+        fontsize=10,
+    )
+    _save(fig, path)
+
+
+def effect_trend_figure(
+    ratios: dict[str, pl.DataFrame],
+    trends: dict[str, dict[str, float]],
+    groups: Sequence[str],
+    path: Path,
+    note: str = "",
+) -> None:
+    """One panel per comparison: each pair's log-ratio r = log(ppl_ot / ppl_other) against its
+    similarity score, the median of each group, the least-squares line, and Spearman's rho
+    (bootstrap CI) with the Jonckheere-Terpstra p in the title."""
+    names = list(ratios) or ["(no comparison)"]
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(5.2 * cols, 4.0 * rows + 0.6), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        df = ratios.get(name)
+        ax.axhline(0.0, color="0.5", linewidth=0.8, linestyle="--")
+        ax.set_xlabel("similarity score of the pair")
+        ax.set_ylabel(f"log(ppl {name.replace('_vs_', ' / ppl ')})  (< 0: ot smoother)")
+        if df is None or df.is_empty():
+            ax.set_title(f"{name}: no pairs", fontsize=9)
+            continue
+        x, y = df["score"].to_numpy(), df["r"].to_numpy()
+        ax.scatter(x, y, s=12, alpha=0.5, label="pairs")
+        medians = [
+            (float(np.median(sel["score"].to_numpy())), float(np.median(sel["r"].to_numpy())))
+            for g in groups
+            if not (sel := df.filter(pl.col("group") == g)).is_empty()
+        ]
+        ax.plot(*zip(*medians, strict=True), "o-", color="C3", label="group median")
+        if len(np.unique(x)) > 1:
+            slope, intercept = np.polyfit(x, y, 1)
+            xs = np.array([x.min(), x.max()])
+            ax.plot(xs, intercept + slope * xs, color="C2", linewidth=1, label="least squares")
+        t = trends[name]
+        ax.set_title(
+            f"{name}: rho {t['rho']:.2f} [{t['rho_ci_low']:.2f}, {t['rho_ci_high']:.2f}], "
+            f"JT p {t['jt_p']:.3g}, n {t['n']}",
+            fontsize=9,
+        )
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        "Does OT's advantage change with similarity?" + (f"\n{note}" if note else ""),
         fontsize=10,
     )
     _save(fig, path)

@@ -21,7 +21,7 @@ from otpc.models import ModelSpec, load_pipeline
 from otpc.pairs import pair_id_for
 from otpc.params import LpipsBackbone, RenderParams
 from otpc.paths import conditioning_path, t_grid
-from otpc.perceptual import load_lpips, path_length, step_distances
+from otpc.perceptual import PathLength, load_lpips, path_length, step_distances
 from otpc.render import Renderer
 from otpc.seeds import coupling_seed, latent_seed
 from otpc.text import shorten
@@ -29,9 +29,9 @@ from otpc.text import shorten
 
 @dataclass
 class PairResult:
-    """Per method: (coupling cost, ppl, ppl_norm); and notes on how to read the images."""
+    """Per method: (coupling cost, its path's smoothness); and notes on how to read the images."""
 
-    paths: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    paths: dict[str, tuple[float, PathLength]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -65,7 +65,14 @@ def interpolate_pair(
     a, b = ea.embeds.double(), eb.embeds.double()
     pid = pair_id_for(prompt_a, prompt_b)
     couplings = [
-        couple(a, b, m, seed=coupling_seed(settings.seed, pid, m, 0), sinkhorn_reg=sinkhorn_reg)
+        couple(
+            a,
+            b,
+            m,
+            seed=coupling_seed(settings.seed, pid, m, 0),
+            tokens=(ea.n_tokens, eb.n_tokens),
+            sinkhorn_reg=sinkhorn_reg,
+        )
         for m in methods
     ]
     paths = [
@@ -82,11 +89,11 @@ def interpolate_pair(
         for method, c, path_images in zip(
             methods, couplings, np.split(images, len(methods)), strict=True
         ):
-            ppl, ppl_norm = path_length(step_distances(metric, path_images))
+            smoothness = path_length(step_distances(metric, path_images))
             strips.append(strip(list(path_images)))
             save_png(tmp / f"{method}.png", strips[-1])
             save_gif(tmp / f"{method}.gif", list(path_images))
-            result.paths[method] = (c.cost, ppl, ppl_norm)
+            result.paths[method] = (c.cost, smoothness)
         save_png(tmp / "comparison.png", grid(strips))
     return result
 

@@ -72,7 +72,8 @@ def read_csv_pairs(
 ) -> pl.DataFrame:
     """Read and validate a CSV of prompt pairs; errors name the file, line and column.
 
-    Returns ``pair_id, prompt_a, prompt_b, score, line`` (the line where each record starts).
+    Returns ``pair_id, prompt_a, prompt_b, score, line`` (the line where each record starts)
+    and a null ``sampling_method`` (a CxC notion).
     """
     records = _records(path, read_utf8(path, InputError))
     header_line, header = next(records, (1, []))
@@ -113,7 +114,7 @@ def read_csv_pairs(
         rows.append({"pair_id": pid, "prompt_a": a, "prompt_b": b, "score": s, "line": line})
     if not rows:
         raise InputError(f"{path}: no pairs")
-    out = pl.DataFrame(rows)
+    out = pl.DataFrame(rows).with_columns(pl.lit(None, pl.String).alias("sampling_method"))
     check_unique_ids(out, path)
     return out
 

@@ -175,6 +175,12 @@ class AggregateParams(_Section):
     confidence: float = Field(0.95, gt=0, lt=1)
     seed: int = Field(0, ge=0)
     strip_pairs: int = Field(4, ge=1, le=100)
+    drop_degenerate: bool = Field(
+        True, description="leave out pairs whose prompts embed identically (counted)"
+    )
+    stratify_by: Literal["sampling_method"] | None = Field(
+        None, description="also split every statistic by this column of the pairs table"
+    )
 
 
 class Params(_Section):

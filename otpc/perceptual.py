@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -104,7 +105,32 @@ def step_distances(metric: Lpips, frames: np.ndarray, batch_size: int = 64) -> n
     return torch.cat(out).numpy().astype(np.float32).astype(np.float64)
 
 
-def path_length(distances: np.ndarray) -> tuple[float, float]:
-    """(ppl, normalised ppl): the sum of steps, and mean_k d_k / dt^2 with dt = 1/(K-1)."""
-    steps = len(distances)
-    return float(np.sum(distances)), float(np.mean(distances) * steps**2)
+class PathLength(NamedTuple):
+    """A path's smoothness from its K - 1 LPIPS steps d_k (dt = 1 / (K - 1)).
+
+    LPIPS is a weighted *squared* feature distance, so for a smooth path d_k ~ c dt^2:
+    ``ppl`` = sum_k d_k (the paper's sum, an energy) falls like 1/(K-1) as frames are added,
+    and compares only runs with the same K; ``ppl_norm`` = mean_k d_k / dt^2 (StyleGAN's
+    form) and ``length`` = sum_k sqrt(d_k) stay put as K grows, so they compare runs with
+    different K; ``max_step`` = max_k d_k, the largest single jump, shrinks with K on a
+    smooth path and not at a discontinuity.
+    """
+
+    ppl: float
+    ppl_norm: float
+    length: float
+    max_step: float
+
+
+def path_length(distances: np.ndarray) -> PathLength:
+    """The ``PathLength`` of a path whose consecutive frames are ``distances`` apart."""
+    d = np.asarray(distances, dtype=np.float64)
+    if d.ndim != 1 or len(d) == 0:
+        raise ValueError(f"need the distances of at least one step, got shape {d.shape}")
+    steps = len(d)
+    return PathLength(
+        float(np.sum(d)),
+        float(np.mean(d) * steps**2),
+        float(np.sum(np.sqrt(np.clip(d, 0.0, None)))),
+        float(np.max(d)),
+    )

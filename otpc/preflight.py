@@ -216,8 +216,16 @@ def metric_problems(params: Params) -> list[str]:
 
 
 def data_problems(params: Params) -> list[str]:
-    """The input files the ``sample`` stage reads exist."""
+    """The input files the ``sample`` stage reads exist, and have what ``aggregate`` needs."""
     data = params.data
+    if params.aggregate.stratify_by == "sampling_method" and data.source != "cxc":
+        return [
+            _problem(
+                "aggregate.stratify_by",
+                "sampling_method",
+                f"only CxC pairs have a sampling method (data.source is {data.source!r})",
+            )
+        ]
     if data.source == "csv" and not Path(data.path).is_file():
         return [_problem("data.path", data.path, "file not found")]
     if data.source == "cxc" and data.captions is not None and not Path(data.captions).is_file():

@@ -1,20 +1,36 @@
-"""Summaries of path lengths and coupling costs: bootstrap CIs and paired comparisons."""
+"""The study's statistics: plain functions over arrays and tables, the math in each docstring.
+
+Every interval is at ``confidence``; every resampling is seeded, so the same scores give the
+same numbers. The comparison of two methods on the same pairs uses the per-pair log-ratio
+r = log(ppl_method / ppl_other): scale-free (a pair of similar prompts has short paths under
+every method; r compares them on one footing) and the same for ``ppl`` and ``ppl_norm``.
+"""
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
 from scipy import stats
 
 ALL = "all"
+# What is summarised per method x group: the path's smoothness (``otpc.perceptual.PathLength``)
+# and how far the coupling moves the rows.
+MEASURES = ("ppl", "ppl_norm", "length", "max_step", "cost")
 
 
 def bootstrap_ci(
-    x: np.ndarray, confidence: float, n_resamples: int, seed: int
+    x: np.ndarray,
+    confidence: float,
+    n_resamples: int,
+    seed: int,
+    statistic: Callable[..., np.ndarray] = np.mean,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean; NaN for fewer than two values."""
+    """Percentile bootstrap CI of ``statistic`` (default the mean); NaN for fewer than two
+    values."""
     x = np.asarray(x, dtype=np.float64)
     if len(x) < 2:
         return float("nan"), float("nan")
@@ -22,22 +38,135 @@ def bootstrap_ci(
         return float(x[0]), float(x[0])
     res = stats.bootstrap(
         (x,),
-        np.mean,
+        statistic,
         confidence_level=confidence,
         n_resamples=n_resamples,
         method="percentile",
+        batch=256,
         rng=np.random.default_rng(seed),
     )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def wilson_ci(successes: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion p = k/n:
+    (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n), z the normal quantile."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    return lo, 1.0 if successes == n else min(1.0, centre + half)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: with the m defined p-values sorted p_(1) <= ... <= p_(m),
+    adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)); NaN stays NaN (and does not count)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(len(p), np.nan)
+    defined = np.flatnonzero(~np.isnan(p))
+    m = len(defined)
+    order = defined[np.argsort(p[defined], kind="stable")]
+    running = 0.0
+    for i, idx in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[idx]))
+        out[idx] = running
+    return out.tolist()
+
+
+def wilcoxon_p(x: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of ``x`` against 0 (NaN if undefined)."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 2 or np.all(x == 0):
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(stats.wilcoxon(x).pvalue)
+
+
+def jonckheere(samples: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Jonckheere-Terpstra test for a trend across ordered groups: (z, two-sided p).
+
+    J = sum_{i<j} sum_{x in g_i, y in g_j} ([x < y] + [x = y] / 2), large when values grow
+    with the group's order. Under no trend (labels exchangeable), with N values, group
+    sizes n_i and tie sizes t_k (Hollander & Wolfe):
+    E[J] = (N^2 - sum n_i^2) / 4, and
+    Var[J] = (N(N-1)(2N+5) - sum n_i(n_i-1)(2n_i+5) - sum t_k(t_k-1)(2t_k+5)) / 72
+           + sum n_i(n_i-1)(n_i-2) sum t_k(t_k-1)(t_k-2) / (36 N(N-1)(N-2))
+           + sum n_i(n_i-1) sum t_k(t_k-1) / (8 N(N-1)).
+    z = (J - E[J]) / sqrt(Var[J]); NaN when fewer than two groups have values or all
+    values are equal.
+    """
+    groups = [np.asarray(g, dtype=np.float64) for g in samples if len(g)]
+    if len(groups) < 2:
+        return float("nan"), float("nan")
+    j = 0.0
+    for i, lower in enumerate(groups):
+        ordered = np.sort(lower)
+        for upper in groups[i + 1 :]:
+            below = np.searchsorted(ordered, upper, side="left")
+            not_above = np.searchsorted(ordered, upper, side="right")
+            j += float(np.sum(below) + 0.5 * np.sum(not_above - below))
+    n_i = np.array([len(g) for g in groups], dtype=np.float64)
+    n = n_i.sum()
+    _, ties = np.unique(np.concatenate(groups), return_counts=True)
+    t = ties.astype(np.float64)
+    mean = (n * n - np.sum(n_i * n_i)) / 4
+    var = (
+        n * (n - 1) * (2 * n + 5)
+        - np.sum(n_i * (n_i - 1) * (2 * n_i + 5))
+        - np.sum(t * (t - 1) * (2 * t + 5))
+    ) / 72
+    if n > 2:
+        var += (
+            np.sum(n_i * (n_i - 1) * (n_i - 2))
+            * np.sum(t * (t - 1) * (t - 2))
+            / (36 * n * (n - 1) * (n - 2))
+        )
+    var += np.sum(n_i * (n_i - 1)) * np.sum(t * (t - 1)) / (8 * n * (n - 1))
+    if var <= 0:
+        return float("nan"), float("nan")
+    z = (j - mean) / math.sqrt(var)
+    return float(z), float(2 * stats.norm.sf(abs(z)))
+
+
+def spearman(
+    x: np.ndarray, y: np.ndarray, confidence: float, n_resamples: int, seed: int
+) -> dict[str, float]:
+    """Spearman's rho of (x, y), its p-value, and a pair-bootstrap percentile CI (pairs
+    resampled with replacement; resamples where rho is undefined are left out)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    nan = float("nan")
+    if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
+        return {"rho": nan, "rho_ci_low": nan, "rho_ci_high": nan, "rho_p": nan}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rho, p = stats.spearmanr(x, y)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for start in range(0, n_resamples, 256):
+        idx = rng.integers(0, len(x), size=(min(256, n_resamples - start), len(x)))
+        rx = stats.rankdata(x[idx], axis=1)
+        ry = stats.rankdata(y[idx], axis=1)
+        rx -= rx.mean(axis=1, keepdims=True)
+        ry -= ry.mean(axis=1, keepdims=True)
+        denominator = np.sqrt(np.sum(rx * rx, axis=1) * np.sum(ry * ry, axis=1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            draws.append(np.sum(rx * ry, axis=1) / denominator)
+    boot = np.concatenate(draws)
+    boot = boot[np.isfinite(boot)]
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(boot, [alpha, 1 - alpha]) if len(boot) else (nan, nan)
+    return {"rho": float(rho), "rho_ci_low": float(lo), "rho_ci_high": float(hi), "rho_p": float(p)}
+
+
 def per_pair(scores: pl.DataFrame) -> pl.DataFrame:
-    """One row per pair x method: replicates (random) averaged."""
-    return scores.group_by("pair_id", "group", "method", maintain_order=True).agg(
-        pl.col("ppl").mean(),
-        pl.col("ppl_norm").mean(),
-        pl.col("cost").mean(),
-        pl.len().alias("replicates"),
+    """One row per pair x method: the ``MEASURES`` averaged over replicates (random)."""
+    keys = [c for c in ("pair_id", "group", "score", "stratum") if c in scores.columns]
+    return scores.group_by(*keys, "method", maintain_order=True).agg(
+        *(pl.col(m).mean() for m in MEASURES), pl.len().alias("replicates")
     )
 
 
@@ -53,57 +182,155 @@ def describe(
     }
 
 
+def _in_group(df: pl.DataFrame, group: str) -> pl.DataFrame:
+    return df if group == ALL else df.filter(pl.col("group") == group)
+
+
 def method_group_table(
     pairs: pl.DataFrame, groups: list[str], confidence: float, n_resamples: int, seed: int
 ) -> pl.DataFrame:
-    """Per method x group (and ``all``): n, mean, median and CI of ppl and of cost."""
+    """Per method x group (and ``all``): n, and mean, median and CI of each of ``MEASURES``."""
     rows = []
     for method in pairs["method"].unique(maintain_order=True).to_list():
         for group in [*groups, ALL]:
-            sel = pairs.filter(pl.col("method") == method)
-            if group != ALL:
-                sel = sel.filter(pl.col("group") == group)
+            sel = _in_group(pairs.filter(pl.col("method") == method), group)
             if sel.is_empty():
                 continue
             row: dict[str, object] = {"method": method, "group": group, "n": len(sel)}
-            row |= describe(sel["ppl"].to_numpy(), confidence, n_resamples, seed, "ppl")
-            row |= describe(sel["ppl_norm"].to_numpy(), confidence, n_resamples, seed, "ppl_norm")
-            row |= describe(sel["cost"].to_numpy(), confidence, n_resamples, seed, "cost")
+            for measure in MEASURES:
+                row |= describe(sel[measure].to_numpy(), confidence, n_resamples, seed, measure)
             rows.append(row)
     return pl.DataFrame(rows)
 
 
-def paired(
-    pairs: pl.DataFrame, method: str, other: str, groups: list[str]
-) -> dict[str, dict[str, float]]:
-    """``method`` against ``other`` on the same pairs, per group and overall.
-
-    ``share_smoother``: share of pairs where ``method``'s ppl is lower; ``wilcoxon_p``:
-    two-sided Wilcoxon signed-rank p-value of the paired differences (NaN if undefined).
-    """
+def log_ratios(pairs: pl.DataFrame, method: str, other: str) -> pl.DataFrame:
+    """Per pair present under both methods: r = log(ppl_method / ppl_other), with the pair's
+    group and score. Pairs where either ppl is 0 (a path that does not change) have no r
+    and are left out."""
     wide = (
         pairs.filter(pl.col("method").is_in([method, other]))
-        .pivot(on="method", index=["pair_id", "group"], values="ppl")
+        .pivot(on="method", index=["pair_id", "group", "score"], values="ppl")
         .drop_nulls()
     )
-    out = {}
+    if method not in wide.columns or other not in wide.columns:
+        return pl.DataFrame(
+            schema={"pair_id": pl.String, "group": pl.String, "score": pl.Float64, "r": pl.Float64}
+        )
+    return wide.filter((pl.col(method) > 0) & (pl.col(other) > 0)).select(
+        "pair_id", "group", "score", (pl.col(method) / pl.col(other)).log().alias("r")
+    )
+
+
+def paired(
+    pairs: pl.DataFrame,
+    method: str,
+    other: str,
+    groups: list[str],
+    confidence: float,
+    n_resamples: int,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """``method`` against ``other`` on the same pairs, per group and overall, from the
+    log-ratios r (``log_ratios``):
+
+    ``share_smoother`` = share of pairs with r < 0 (Wilson CI); ``median_log_ratio`` and its
+    bootstrap CI (exp of it: the typical ratio of path lengths); ``wilcoxon_p``: two-sided
+    Wilcoxon signed-rank test of r against 0; ``holm_p``: Holm-adjusted over the groups (one
+    family per comparison; ``all`` is adjusted over comparisons by the caller).
+    """
+    ratios = log_ratios(pairs, method, other)
+    out: dict[str, dict[str, float]] = {}
     for group in [*groups, ALL]:
-        sel = wide if group == ALL else wide.filter(pl.col("group") == group)
-        if sel.is_empty():
+        r = _in_group(ratios, group)["r"].to_numpy()
+        if len(r) == 0:
             continue
-        a, b = sel[method].to_numpy(), sel[other].to_numpy()
+        smoother = int(np.sum(r < 0))
+        share_lo, share_hi = wilson_ci(smoother, len(r), confidence)
+        lo, hi = bootstrap_ci(r, confidence, n_resamples, seed, statistic=np.median)
         out[group] = {
-            "n": len(sel),
-            "share_smoother": float(np.mean(a < b)),
-            "mean_difference": float(np.mean(a - b)),
-            "wilcoxon_p": _wilcoxon(a - b),
+            "n": len(r),
+            "share_smoother": smoother / len(r),
+            "share_ci_low": share_lo,
+            "share_ci_high": share_hi,
+            "median_log_ratio": float(np.median(r)),
+            "log_ratio_ci_low": lo,
+            "log_ratio_ci_high": hi,
+            "wilcoxon_p": wilcoxon_p(r),
         }
+    in_groups = [g for g in groups if g in out]
+    for group, p in zip(in_groups, holm([out[g]["wilcoxon_p"] for g in in_groups]), strict=True):
+        out[group]["holm_p"] = p
     return out
 
 
-def _wilcoxon(diff: np.ndarray) -> float:
-    if len(diff) < 2 or np.all(diff == 0):
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(stats.wilcoxon(diff).pvalue)
+def trend(
+    pairs: pl.DataFrame,
+    method: str,
+    other: str,
+    groups: list[str],
+    confidence: float,
+    n_resamples: int,
+    seed: int,
+) -> dict[str, float]:
+    """Does ``method``'s advantage change with similarity? Spearman's rho of r (the
+    log-ratio) against the pair's score, with a pair-bootstrap CI, and the
+    Jonckheere-Terpstra test of r across the ordered groups (z < 0: r falls, i.e. the
+    advantage grows, with similarity)."""
+    ratios = log_ratios(pairs, method, other)
+    z, p = jonckheere([ratios.filter(pl.col("group") == g)["r"].to_numpy() for g in groups])
+    return {
+        "n": len(ratios),
+        **spearman(
+            ratios["score"].to_numpy(), ratios["r"].to_numpy(), confidence, n_resamples, seed
+        ),
+        "jt_z": z,
+        "jt_p": p,
+    }
+
+
+def displacement_residuals(scores: pl.DataFrame, method: str) -> pl.DataFrame:
+    """Is ``method`` smoother than its coupling cost predicts? Within each pair, the line
+    log(ppl) = alpha + beta * cost is fitted by least squares to the pair's other paths
+    (every other method and replicate); the residual of ``method``'s path is
+    log(ppl_method) - (alpha + beta * cost_method), < 0 where it lies below the line. Pairs
+    with fewer than three other paths, or with one cost for all of them, have none."""
+    rows = []
+    usable = scores.filter(pl.col("ppl") > 0)
+    for (pair_id,), paths in usable.group_by("pair_id", maintain_order=True):
+        own = paths.filter(pl.col("method") == method)
+        rest = paths.filter(pl.col("method") != method)
+        if own.is_empty() or len(rest) < 3 or rest["cost"].n_unique() < 2:
+            continue
+        beta, alpha = np.polyfit(rest["cost"].to_numpy(), np.log(rest["ppl"].to_numpy()), 1)
+        rows.append(
+            {
+                "pair_id": pair_id,
+                "group": own["group"][0],
+                "residual": float(np.log(own["ppl"][0]) - (alpha + beta * own["cost"][0])),
+                "slope": float(beta),
+            }
+        )
+    schema = {"pair_id": pl.String, "group": pl.String, "residual": pl.Float64, "slope": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def below_the_line(
+    scores: pl.DataFrame, method: str, groups: list[str]
+) -> dict[str, dict[str, float]]:
+    """Per group and overall, from ``displacement_residuals``: n, the median residual, the
+    share of pairs below the line, the median slope, and the Wilcoxon p of the residuals."""
+    res = displacement_residuals(scores, method)
+    out = {}
+    for group in [*groups, ALL]:
+        sel = _in_group(res, group)
+        if sel.is_empty():
+            continue
+        r = sel["residual"].to_numpy()
+        out[group] = {
+            "n": len(r),
+            "median_residual": float(np.median(r)),
+            "share_below": float(np.mean(r < 0)),
+            "median_slope": float(np.median(sel["slope"].to_numpy())),
+            "wilcoxon_p": wilcoxon_p(r),
+        }
+    return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
@@ -38,9 +39,11 @@ from otpc.study.layout import INDEX, MLFLOW_LOCK, RESULT_FILES, SUMMARY
 from otpc.tables import FRAMES
 
 RESULTS_TAG = "otpc.results_hash"
+FRAMES_TAG = "otpc.frames"  # K: runs with different K have incomparable `ppl`
 LOGGER_TAG = "otpc.logger"
 ABANDONED_TAG = "otpc.abandoned"
 LOG_STAGE = "log"
+log = logging.getLogger(__name__)
 SQLITE = "sqlite:///"
 
 
@@ -70,17 +73,45 @@ def metric_key(*parts: str) -> str:
 
 
 def summary_metrics(summary: dict) -> dict[str, float]:
-    """Flatten summary.json's numbers into metric name -> value (NaN dropped)."""
+    """Flatten summary.json's numbers into metric name -> value (None and NaN dropped):
+    ``<measure>/<method>/<group>`` (e.g. ``ppl_mean/ot/all``), ``<comparison>/<statistic>/
+    <group>`` (``ot_vs_clip/share_smoother/all``), ``trend/<comparison>/<statistic>``,
+    ``below_cost_line/<statistic>/<group>``, ``composition/<statistic>/<group>``,
+    ``tokens/<statistic>/<method>``, ``pairs/<count>``, ``frames``; a stratum's metrics
+    under ``strata/<value>/``."""
     out: dict[str, float] = {}
-    for section, key in (
-        ("methods", lambda m, n, g: metric_key(n, m, g)),
-        ("paired", lambda c, n, g: metric_key(c, n, g)),
-    ):
-        for head, groups in summary[section].items():
-            for group, stats in groups.items():
-                for name, value in stats.items():
-                    if value is not None:
-                        out[key(head, name, group)] = float(value)
+
+    def put(name: str, value: object) -> None:
+        if isinstance(value, bool | int | float) and value == value:  # NaN != NaN
+            out[name] = float(value)
+
+    def analysis(part: dict, prefix: str = "") -> None:
+        for method, groups in part["methods"].items():
+            for group, values in groups.items():
+                for name, value in values.items():
+                    put(prefix + metric_key(name, method, group), value)
+        for comparison, groups in part["paired"].items():
+            for group, values in groups.items():
+                for name, value in values.items():
+                    put(prefix + metric_key(comparison, name, group), value)
+        for comparison, values in part["trend"].items():
+            for name, value in values.items():
+                put(prefix + metric_key("trend", comparison, name), value)
+        for group, values in part["below_cost_line"].items():
+            for name, value in values.items():
+                put(prefix + metric_key("below_cost_line", name, group), value)
+        put(prefix + "n_pairs", part["n_pairs"])
+
+    analysis(summary)
+    for section in ("composition", "tokens"):
+        for head, values in summary[section].items():
+            for name, value in values.items():
+                put(metric_key(section, name, head), value)
+    for name in ("sampled", "degenerate"):
+        put(f"pairs/{name}", summary["pairs"][name])
+    put("frames", summary["frames"])
+    for value, part in summary["strata"].items():
+        analysis(part, metric_key("strata", value) + "/")
     return out
 
 
@@ -250,6 +281,7 @@ def _log_study(
     if existing:
         return existing[0].info.run_id, False
     _abandon(mlflow.MlflowClient())
+    _warn_mixed_frames(mlflow, experiment_id, params.study, summary["frames"])
     lock = lock_entries(workdir)
     tags = {
         RESULTS_TAG: digest,
@@ -259,6 +291,7 @@ def _log_study(
         "random_weights": str(summary["random_weights"]),
         "lpips": summary["lpips"],
         "notes": "; ".join(summary["notes"]) or "none",
+        FRAMES_TAG: str(summary["frames"]),
     }
     tags |= {f"dvc.stage.{name}": stage_hash(entry) for name, entry in lock.items()}
     with mlflow.start_run(run_name=exp_name, tags=tags) as run:  # FAILED if anything raises
@@ -277,6 +310,24 @@ def _log_study(
             mlflow.log_artifacts(str(outputs["render"] / "strips"), "strips")
             _log_frames(mlflow, outputs["render"], frames)
         return run.info.run_id, True
+
+
+def _warn_mixed_frames(mlflow: Any, experiment_id: str, experiment: str, frames: int) -> None:
+    """Warn if the experiment holds runs rendered with another number of frames: their
+    ``ppl`` (a sum of squared steps) is not comparable with this run's."""
+    others = {
+        run.data.tags.get(FRAMES_TAG)
+        for run in mlflow.search_runs([experiment_id], output_format="list")
+    } - {str(frames), None}
+    if others:
+        log.warning(
+            "experiment %r has runs with render.frames = %s, this one %d: compare their "
+            "`length` and `ppl_norm` (tag %s says each run's), not `ppl`",
+            experiment,
+            ", ".join(sorted(others, key=int)),
+            frames,
+            FRAMES_TAG,
+        )
 
 
 def _log_frames(mlflow: Any, render_dir: Path, frames: pl.DataFrame) -> None:

@@ -14,14 +14,20 @@ from otpc.study.aggregate import aggregate
 @params_option
 @click.option("--scores", type=click.Path(path_type=Path), default=layout.SCORES)
 @click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
+@click.option("--couplings", type=click.Path(path_type=Path), default=layout.COUPLINGS)
 @click.option("--render", "render_dir", type=click.Path(path_type=Path), default=layout.RENDER)
 @click.option("--metrics", "metrics_dir", type=click.Path(path_type=Path), default=layout.METRICS)
 @stage(checks=())
-def main(params: Params, scores: Path, pairs: Path, render_dir: Path, metrics_dir: Path) -> None:
-    summary = aggregate(scores, pairs, render_dir, params, metrics_dir)
+def main(
+    params: Params, scores: Path, pairs: Path, couplings: Path, render_dir: Path, metrics_dir: Path
+) -> None:
+    summary = aggregate(scores, pairs, couplings, render_dir, params, metrics_dir)
     for note in summary["notes"]:
         click.echo(f"aggregate: NOTE {note}")
-    click.echo(f"aggregate: {summary['n_pairs']} pairs -> {metrics_dir}")
+    dropped = summary["pairs"]["degenerate"] if summary["pairs"]["degenerate_dropped"] else 0
+    if dropped:
+        click.echo(f"aggregate: left out {dropped} degenerate pair(s) (prompts embed identically)")
+    click.echo(f"aggregate: {summary['n_pairs']} pairs (K = {summary['frames']}) -> {metrics_dir}")
 
 
 if __name__ == "__main__":

@@ -206,6 +206,14 @@ BAD_PARAMS = {
         setting("data", path="nowhere.csv"),
         "data.path = 'nowhere.csv': file not found",
     ),
+    "strata a CSV source does not have": (
+        setting("aggregate", stratify_by="sampling_method"),
+        "aggregate.stratify_by = 'sampling_method': only CxC pairs have a sampling method",
+    ),
+    "a stratum nothing defines": (
+        setting("aggregate", stratify_by="colour"),
+        "aggregate.stratify_by = 'colour'",
+    ),
 }
 
 

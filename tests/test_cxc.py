@@ -47,13 +47,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_rows_join_their_captions() -> None:
     pairs = read_cxc_pairs(params(), FIXTURE)
-    assert pairs.columns == ["pair_id", "prompt_a", "prompt_b", "score", "line"]
+    assert pairs.columns == ["pair_id", "prompt_a", "prompt_b", "score", "line", "sampling_method"]
     assert len(pairs) == len(STS)
     rows = zip(pairs.iter_rows(named=True), STS.iter_rows(), strict=True)
-    for line, (row, (a, b, score, _)) in enumerate(rows, start=2):
+    for line, (row, (a, b, score, method)) in enumerate(rows, start=2):
         assert row["pair_id"] == cxc_pair_id(a, b)
         assert (row["prompt_a"], row["prompt_b"]) == (expected_text(a), expected_text(b))
         assert row["score"] == score
+        assert row["sampling_method"] == method
         assert row["line"] == line  # of the STS file, for error messages
 
 

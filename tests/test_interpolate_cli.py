@@ -48,9 +48,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
 
 
 def printed(result: Result) -> dict[str, dict[str, float]]:
-    """{method: {cost, ppl, ppl_norm}} from the command's report lines."""
-    rows = re.findall(r"^\s*(\w+): cost (\S+)\s+ppl (\S+)\s+ppl_norm (\S+)$", result.stdout, re.M)
-    return {m: {"cost": float(c), "ppl": float(p), "ppl_norm": float(q)} for m, c, p, q in rows}
+    """{method: {cost, ppl, ppl_norm, length, max_step}} from the command's report lines."""
+    names = ("cost", "ppl", "ppl_norm", "length", "max_step")
+    line = r"^\s*(\w+):" + "".join(rf"\s+{name} (\S+)" for name in names) + "$"
+    return {
+        m: dict(zip(names, map(float, values), strict=True))
+        for m, *values in re.findall(line, result.stdout, re.M)
+    }
 
 
 def frames_of(strip_png: Path) -> np.ndarray:
@@ -96,9 +100,10 @@ def test_prints_cost_and_ppl_of_each_path(run, tiny) -> None:
     assert report["ot"]["cost"] <= report["clip"]["cost"] < report["random"]["cost"]
     metric = load_lpips("alex")
     for m in METHODS:
-        ppl, ppl_norm = path_length(step_distances(metric, frames_of(out / f"{m}.png")))
-        assert report[m]["ppl"] == pytest.approx(ppl, abs=2e-5)
-        assert report[m]["ppl_norm"] == pytest.approx(ppl_norm, rel=1e-3, abs=2e-5)
+        expected = path_length(step_distances(metric, frames_of(out / f"{m}.png")))
+        for name in ("ppl", "length", "max_step"):
+            assert report[m][name] == pytest.approx(getattr(expected, name), abs=2e-5)
+        assert report[m]["ppl_norm"] == pytest.approx(expected.ppl_norm, rel=1e-3, abs=2e-5)
     assert "random weights" in result.stdout
 
 

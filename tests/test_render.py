@@ -129,6 +129,7 @@ def study_inputs(tmp_path_factory) -> tuple[Path, Path, Path]:
             "prompt_b": PROMPTS[2:],
             "score": [1.5, 4.5],
             "group": ["[1,2)", "[4,5]"],
+            "sampling_method": [None, None],
         }
     )
     PAIRS.write(pairs, root / "pairs.parquet")

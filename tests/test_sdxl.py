@@ -23,6 +23,7 @@ from otpc.render import FrameJob, Renderer, render_missing
 from otpc.study.couple import couple_pairs
 from otpc.study.embed import embed
 from otpc.study.render import render_study
+from otpc.tables import PAIRS
 
 PROMPTS = ["a red double decker bus on a city street", "two dogs asleep on a sofa"]
 SETTINGS = RenderSettings(steps=3, guidance=5.0, batch_size=8)
@@ -154,9 +155,10 @@ def test_study_stages_run_on_sdxl(tmp_path: Path, xl_model: LoadedModel) -> None
             "prompt_b": [PROMPTS[1]],
             "score": [2.5],
             "group": ["[2,3)"],
+            "sampling_method": ["c2c_cocaption"],
         }
     )
-    pairs.write_parquet(tmp_path / "pairs.parquet")
+    PAIRS.write(pairs, tmp_path / "pairs.parquet")
     spec = ModelSpec("tiny-sdxl")
     index = embed(tmp_path / "pairs.parquet", spec, tmp_path / "emb")
     assert index["model"][0] == xl_model.resolved.fingerprint

@@ -1,4 +1,5 @@
-"""Step 3: for each pair and method (random with seeded replicates) -> the coupling table."""
+"""Step 3: for each pair and method (random with seeded replicates) -> the coupling table,
+with what each coupling does with the prompts' tokens, and which pairs are degenerate."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from otpc.params import CoupleParams
 from otpc.seeds import coupling_seed
 from otpc.study.embed import load_index
 from otpc.tables import COUPLINGS, PAIRS
+from otpc.token_structure import token_structure
 
 
 def path_id(pair_id: str, method: str, replicate: int) -> str:
@@ -31,6 +33,8 @@ def couple_pairs(
     """Couple every pair with every method in ``params``; write the table to ``out``.
 
     Pairs are coupled ``block`` at a time with ``couple_many`` (memory bounded by a block).
+    A pair whose two embeddings are equal (the prompts tokenize identically) is marked
+    ``degenerate``: its clip and ot paths do not move.
     """
     pairs = PAIRS.read(pairs_path).select("pair_id", "prompt_a", "prompt_b")
     index = load_index(emb_dir)
@@ -39,26 +43,35 @@ def couple_pairs(
     for start in range(0, len(pairs), block):
         chunk = pairs.slice(start, block)
         ids = chunk["pair_id"].to_list()
-        a, b = (
-            np.stack(
-                [
-                    embeddings.load(emb_dir, index[t]).embeds.double().numpy()
-                    for t in chunk[col].to_list()
-                ]
-            )
+        loaded = [
+            [embeddings.load(emb_dir, index[t]) for t in chunk[col].to_list()]
             for col in ("prompt_a", "prompt_b")
-        )
+        ]
+        a, b = (np.stack([e.embeds.double().numpy() for e in side]) for side in loaded)
+        tokens = [(ea.n_tokens, eb.n_tokens) for ea, eb in zip(*loaded, strict=True)]
         for method in params.methods:
             for r in range(replicates(params, method)):
                 seeds = [coupling_seed(params.seed, pid, method, r) for pid in ids]
-                found = couple_many(a, b, method, seeds, sinkhorn_reg=params.sinkhorn_reg)
-                rows += [_row(pid, r, c) for pid, c in zip(ids, found, strict=True)]
+                found = couple_many(
+                    a, b, method, seeds, tokens=tokens, sinkhorn_reg=params.sinkhorn_reg
+                )
+                rows += [
+                    _row(pid, r, c, a[p], b[p], tokens[p])
+                    for p, (pid, c) in enumerate(zip(ids, found, strict=True))
+                ]
         bar.update(len(chunk))
     bar.close()
     return COUPLINGS.write(COUPLINGS.frame(rows).sort("pair_id", "method", "replicate"), out)
 
 
-def _row(pair_id: str, replicate: int, c: Coupling) -> dict[str, object]:
+def _row(
+    pair_id: str,
+    replicate: int,
+    c: Coupling,
+    a: np.ndarray,
+    b: np.ndarray,
+    tokens: tuple[int, int],
+) -> dict[str, object]:
     return {
         "path_id": path_id(pair_id, c.method, replicate),
         "pair_id": pair_id,
@@ -68,6 +81,10 @@ def _row(pair_id: str, replicate: int, c: Coupling) -> dict[str, object]:
         "cost": c.cost,
         "permutation": None if c.permutation is None else c.permutation.tolist(),
         "plan": None if c.plan is None else c.plan.ravel().tolist(),
+        "tokens_a": tokens[0],
+        "tokens_b": tokens[1],
+        "degenerate": bool(np.array_equal(a, b)),
+        **token_structure(a, b, c.permutation, tokens),
     }
 
 

@@ -16,7 +16,8 @@ SUMMARY = "summary.json"
 GROUP_CSV = "ppl_by_group.csv"
 FIG_PPL = "fig_ppl_cost.png"
 FIG_STRIPS = "fig_strips.png"
-RESULT_FILES = (SUMMARY, GROUP_CSV, FIG_PPL, FIG_STRIPS)  # in METRICS
+FIG_TREND = "fig_effect_trend.png"
+RESULT_FILES = (SUMMARY, GROUP_CSV, FIG_PPL, FIG_TREND, FIG_STRIPS)  # in METRICS
 
 # Under the project root (DVC_ROOT under `dvc exp run --temp`), shared by all experiments.
 SCORE_CACHE = Path(".otpc_cache/scores")

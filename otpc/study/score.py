@@ -1,4 +1,4 @@
-"""Step 5: LPIPS between consecutive frames; per path the PPL and its normalised form.
+"""Step 5: LPIPS between consecutive frames; per path its smoothness (``PathLength``).
 
 Each path's distances are cached under a hash of the metric and of its frame files' bytes:
 a score is reused only for exactly the images it was computed on, and a killed run resumes
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from otpc import png
 from otpc.atomic import write_json
 from otpc.params import ScoreParams
-from otpc.perceptual import load_lpips, path_length, step_distances
+from otpc.perceptual import PathLength, load_lpips, path_length, step_distances
 from otpc.study.layout import INDEX, SCORE_CACHE
 from otpc.tables import COUPLINGS, FRAMES, PAIRS, SCORES
 
@@ -87,19 +87,25 @@ def score_paths(
             steps = step_distances(metric, frames, params.batch_size).tolist()
             scored += 1
             write_json(entry, {"path_id": path_id, "metric": tag, "steps": steps})
-        ppl, ppl_norm = path_length(np.asarray(steps))
-        rows.append({"path_id": path_id, "ppl": ppl, "ppl_norm": ppl_norm, "steps": steps})
+        rows.append(
+            {
+                "path_id": path_id,
+                **path_length(np.asarray(steps))._asdict(),
+                "frames": len(files),
+                "steps": steps,
+            }
+        )
     scores = pl.DataFrame(
         rows,
         schema={
             "path_id": pl.String,
-            "ppl": pl.Float64,
-            "ppl_norm": pl.Float64,
+            **dict.fromkeys(PathLength._fields, pl.Float64),
+            "frames": pl.Int32,
             "steps": pl.List(pl.Float64),
         },
     )
     couplings = COUPLINGS.read(couplings_path).select(
-        "path_id", "pair_id", "method", "replicate", "cost"
+        "path_id", "pair_id", "method", "replicate", "path_kind", "cost", "degenerate"
     )
     pairs = PAIRS.read(pairs_path).select("pair_id", "score", "group")
     table = (
