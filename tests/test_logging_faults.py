@@ -126,6 +126,19 @@ def test_failed_upload_fails_the_stage_marks_its_run_failed_and_is_retried(proje
     assert "already logged as run" in run(["otpc", "log"], project, env=local_env()).stdout
 
 
+def test_a_run_with_another_frame_count_is_logged_with_a_warning(project: Path) -> None:
+    """`ppl` compares only runs with the same K: each run says its K (metric and tag), and
+    logging one beside runs with another K warns."""
+    run(["dvc", "repro"], project, env=local_env())
+    set_params(project, {"render": {"frames": 5}})  # t = 0, 1/4, ... are in the 9-frame grid
+    proc = run(["dvc", "repro"], project, env=local_env())
+    assert "render: 0 frame(s) rendered" in proc.stdout
+    assert "has runs with render.frames = 9, this one 5" in proc.stderr
+    logged = runs(store(project))
+    assert sorted(r.data.tags["otpc.frames"] for r in logged) == ["5", "9"]
+    assert sorted(r.data.metrics["frames"] for r in logged) == [5.0, 9.0]
+
+
 def test_otpc_log_refuses_missing_or_stale_outputs(project: Path) -> None:
     clone = project.parent / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], project.parent)
