@@ -26,12 +26,14 @@ from otpc.quiet import quiet_libraries
 
 @dataclass(frozen=True)
 class PromptEmbedding:
-    """One prompt's embedding (n x d, float32), with how it was tokenised."""
+    """One prompt's embedding (n x d, float32), with how it was tokenised: ``token_digest``
+    hashes the token ids the pipeline encodes (equal digests: equal embeddings)."""
 
     prompt: str
     embeds: torch.Tensor
     n_tokens: int
     truncated: bool
+    token_digest: str
     pooled: torch.Tensor | None = None
 
     @property
@@ -50,6 +52,22 @@ def token_count(pipe: Any, prompt: str) -> tuple[int, bool]:
     return len(ids), len(ids) > pipe.tokenizer.model_max_length
 
 
+def token_digest(pipe: Any, prompt: str) -> str:
+    """A hash of the ids every tokenizer of the pipeline gives ``prompt``, padded and
+    truncated as the pipeline pads and truncates it."""
+    h = hashlib.sha256()
+    for tokenizer in (getattr(pipe, "tokenizer", None), getattr(pipe, "tokenizer_2", None)):
+        if tokenizer is not None:
+            ids = tokenizer(
+                prompt,
+                padding="max_length",
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+            ).input_ids
+            h.update(json.dumps(ids).encode())
+    return h.hexdigest()[:16]
+
+
 @torch.no_grad()
 def encode(model: LoadedModel, prompts: list[str]) -> list[PromptEmbedding]:
     """Encode ``prompts`` with the pipeline's own ``encode_prompt`` (no CFG, one image)."""
@@ -62,6 +80,7 @@ def encode(model: LoadedModel, prompts: list[str]) -> list[PromptEmbedding]:
             embeds[i].float().cpu(),
             n,
             truncated,
+            token_digest(model.pipe, prompt),
             None if pooled is None else pooled[i].float().cpu(),
         )
         for i, (prompt, (n, truncated)) in enumerate(zip(prompts, counts, strict=True))
@@ -89,7 +108,12 @@ def save(folder: Path, emb: PromptEmbedding) -> Path:
         tensors["pooled"] = emb.pooled.contiguous()
     meta = {
         "otpc": json.dumps(
-            {"prompt": emb.prompt, "n_tokens": emb.n_tokens, "truncated": emb.truncated},
+            {
+                "prompt": emb.prompt,
+                "n_tokens": emb.n_tokens,
+                "truncated": emb.truncated,
+                "token_digest": emb.token_digest,
+            },
             sort_keys=True,
         )
     }
@@ -113,5 +137,6 @@ def load(folder: Path, key: str) -> PromptEmbedding:
         tensors["embeds"],
         int(meta["n_tokens"]),
         bool(meta["truncated"]),
+        str(meta["token_digest"]),
         tensors.get("pooled"),
     )

@@ -77,13 +77,15 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def wilcoxon_p(x: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of ``x`` against 0 (NaN if undefined)."""
+    """Two-sided Wilcoxon signed-rank p-value of ``x`` against 0 (NaN if undefined). Zeros
+    (ties) stay in the test, their ranks split between the signs ("zsplit"), so the test's
+    n is ``len(x)``."""
     x = np.asarray(x, dtype=np.float64)
     if len(x) < 2 or np.all(x == 0):
         return float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(stats.wilcoxon(x).pvalue)
+        return float(stats.wilcoxon(x, zero_method="zsplit").pvalue)
 
 
 def jonckheere(samples: Sequence[np.ndarray]) -> tuple[float, float]:
@@ -205,20 +207,19 @@ def method_group_table(
 
 def log_ratios(pairs: pl.DataFrame, method: str, other: str) -> pl.DataFrame:
     """Per pair present under both methods: r = log(ppl_method / ppl_other), with the pair's
-    group and score. Pairs where either ppl is 0 (a path that does not change) have no r
-    and are left out."""
+    group and score; r is null (undefined) where either ppl is 0 (a path that does not
+    change)."""
+    schema = {"pair_id": pl.String, "group": pl.String, "score": pl.Float64, "r": pl.Float64}
     wide = (
         pairs.filter(pl.col("method").is_in([method, other]))
         .pivot(on="method", index=["pair_id", "group", "score"], values="ppl")
         .drop_nulls()
     )
     if method not in wide.columns or other not in wide.columns:
-        return pl.DataFrame(
-            schema={"pair_id": pl.String, "group": pl.String, "score": pl.Float64, "r": pl.Float64}
-        )
-    return wide.filter((pl.col(method) > 0) & (pl.col(other) > 0)).select(
-        "pair_id", "group", "score", (pl.col(method) / pl.col(other)).log().alias("r")
-    )
+        return pl.DataFrame(schema=schema)
+    defined = (pl.col(method) > 0) & (pl.col(other) > 0)
+    r = pl.when(defined).then((pl.col(method) / pl.col(other)).log()).otherwise(None)
+    return wide.select("pair_id", "group", "score", r.alias("r"))
 
 
 def paired(
@@ -231,17 +232,20 @@ def paired(
     seed: int,
 ) -> dict[str, dict[str, float]]:
     """``method`` against ``other`` on the same pairs, per group and overall, from the
-    log-ratios r (``log_ratios``):
+    log-ratios r (``log_ratios``) of the n pairs where r is defined (``n_undefined``: pairs
+    where a path does not change):
 
-    ``share_smoother`` = share of pairs with r < 0 (Wilson CI); ``median_log_ratio`` and its
+    ``share_smoother`` = share of pairs with r < 0 (Wilson CI); ``share_tied`` = share with
+    r = 0 (the same path, e.g. where OT is the identity); ``median_log_ratio`` and its
     bootstrap CI (exp of it: the typical ratio of path lengths); ``wilcoxon_p``: two-sided
-    Wilcoxon signed-rank test of r against 0; ``holm_p``: Holm-adjusted over the groups (one
-    family per comparison; ``all`` is adjusted over comparisons by the caller).
+    Wilcoxon signed-rank test of r against 0, ties kept; ``holm_p``: Holm-adjusted over the
+    groups (one family per comparison; ``all`` is adjusted over comparisons by the caller).
     """
     ratios = log_ratios(pairs, method, other)
     out: dict[str, dict[str, float]] = {}
     for group in [*groups, ALL]:
-        r = _in_group(ratios, group)["r"].to_numpy()
+        sel = _in_group(ratios, group)
+        r = sel["r"].drop_nulls().to_numpy()
         if len(r) == 0:
             continue
         smoother = int(np.sum(r < 0))
@@ -249,7 +253,9 @@ def paired(
         lo, hi = bootstrap_ci(r, confidence, n_resamples, seed, statistic=np.median)
         out[group] = {
             "n": len(r),
+            "n_undefined": sel["r"].null_count(),
             "share_smoother": smoother / len(r),
+            "share_tied": float(np.mean(r == 0)),
             "share_ci_low": share_lo,
             "share_ci_high": share_hi,
             "median_log_ratio": float(np.median(r)),
@@ -276,7 +282,7 @@ def trend(
     log-ratio) against the pair's score, with a pair-bootstrap CI, and the
     Jonckheere-Terpstra test of r across the ordered groups (z < 0: r falls, i.e. the
     advantage grows, with similarity)."""
-    ratios = log_ratios(pairs, method, other)
+    ratios = log_ratios(pairs, method, other).drop_nulls("r")
     z, p = jonckheere([ratios.filter(pl.col("group") == g)["r"].to_numpy() for g in groups])
     return {
         "n": len(ratios),
@@ -291,26 +297,40 @@ def trend(
 def displacement_residuals(scores: pl.DataFrame, method: str) -> pl.DataFrame:
     """Is ``method`` smoother than its coupling cost predicts? Within each pair, the line
     log(ppl) = alpha + beta * cost is fitted by least squares to the pair's other paths
-    (every other method and replicate); the residual of ``method``'s path is
-    log(ppl_method) - (alpha + beta * cost_method), < 0 where it lies below the line. Pairs
-    with fewer than three other paths, or with one cost for all of them, have none."""
+    (every other method and replicate, except paths identical to ``method``'s: same cost
+    and same ppl, i.e. the same permutation, such as clip where OT is the identity); the
+    residual of ``method``'s path is log(ppl_method) - (alpha + beta * cost_method), < 0
+    where it lies below the line. ``extrapolated``: its cost lies outside the fitted costs.
+    Pairs with fewer than three other paths, or one cost for all of them, have none."""
     rows = []
     usable = scores.filter(pl.col("ppl") > 0)
     for (pair_id,), paths in usable.group_by("pair_id", maintain_order=True):
         own = paths.filter(pl.col("method") == method)
-        rest = paths.filter(pl.col("method") != method)
-        if own.is_empty() or len(rest) < 3 or rest["cost"].n_unique() < 2:
+        if own.is_empty():
             continue
-        beta, alpha = np.polyfit(rest["cost"].to_numpy(), np.log(rest["ppl"].to_numpy()), 1)
+        cost, ppl = own["cost"][0], own["ppl"][0]
+        same = (pl.col("cost") == cost) & (pl.col("ppl") == ppl)
+        rest = paths.filter((pl.col("method") != method) & ~same)
+        if len(rest) < 3 or rest["cost"].n_unique() < 2:
+            continue
+        costs = rest["cost"].to_numpy()
+        beta, alpha = np.polyfit(costs, np.log(rest["ppl"].to_numpy()), 1)
         rows.append(
             {
                 "pair_id": pair_id,
                 "group": own["group"][0],
-                "residual": float(np.log(own["ppl"][0]) - (alpha + beta * own["cost"][0])),
+                "residual": float(np.log(ppl) - (alpha + beta * cost)),
                 "slope": float(beta),
+                "extrapolated": bool(cost < costs.min() or cost > costs.max()),
             }
         )
-    schema = {"pair_id": pl.String, "group": pl.String, "residual": pl.Float64, "slope": pl.Float64}
+    schema = {
+        "pair_id": pl.String,
+        "group": pl.String,
+        "residual": pl.Float64,
+        "slope": pl.Float64,
+        "extrapolated": pl.Boolean,
+    }
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -318,7 +338,8 @@ def below_the_line(
     scores: pl.DataFrame, method: str, groups: list[str]
 ) -> dict[str, dict[str, float]]:
     """Per group and overall, from ``displacement_residuals``: n, the median residual, the
-    share of pairs below the line, the median slope, and the Wilcoxon p of the residuals."""
+    share of pairs below the line, the median slope, the share where ``method``'s cost lies
+    outside the fitted costs (the line extrapolated), and the Wilcoxon p of the residuals."""
     res = displacement_residuals(scores, method)
     out = {}
     for group in [*groups, ALL]:
@@ -331,6 +352,7 @@ def below_the_line(
             "median_residual": float(np.median(r)),
             "share_below": float(np.mean(r < 0)),
             "median_slope": float(np.median(sel["slope"].to_numpy())),
+            "share_extrapolated": float(np.mean(sel["extrapolated"].to_numpy())),
             "wilcoxon_p": wilcoxon_p(r),
         }
     return out

@@ -99,7 +99,7 @@ COUPLINGS = Table(
         "plan": (pl.List(pl.Float64()), "entropic plan, row-major n x n (sinkhorn only)"),
         "tokens_a": (pl.Int32(), "tokens of prompt A, start and end included, before truncation"),
         "tokens_b": (pl.Int32(), "tokens of prompt B"),
-        "degenerate": (pl.Boolean(), "A and B embed identically: clip and ot paths do not move"),
+        "degenerate": (pl.Boolean(), "A and B tokenize identically: clip and ot paths do not move"),
         "bos_fixed": (pl.Boolean(), "the start token goes to the start token (null: a plan)"),
         "eos_to_eos": (pl.Boolean(), "A's end token goes to B's end token (null: a plan)"),
         "real_to_pad": (pl.Int32(), "A's word and end-token rows sent to padding rows of B"),

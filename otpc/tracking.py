@@ -77,12 +77,12 @@ def summary_metrics(summary: dict) -> dict[str, float]:
     ``<measure>/<method>/<group>`` (e.g. ``ppl_mean/ot/all``), ``<comparison>/<statistic>/
     <group>`` (``ot_vs_clip/share_smoother/all``), ``trend/<comparison>/<statistic>``,
     ``below_cost_line/<statistic>/<group>``, ``composition/<statistic>/<group>``,
-    ``tokens/<statistic>/<method>``, ``pairs/<count>``, ``frames``; a stratum's metrics
-    under ``strata/<value>/``."""
+    ``tokens/<statistic>/<method>``, ``n_pairs``, ``pairs/<count>``, ``frames``; a
+    stratum's analysis under ``strata/<value>/``."""
     out: dict[str, float] = {}
 
     def put(name: str, value: object) -> None:
-        if isinstance(value, bool | int | float) and value == value:  # NaN != NaN
+        if isinstance(value, bool | int | float) and value == value:  # not NaN
             out[name] = float(value)
 
     def analysis(part: dict, prefix: str = "") -> None:
@@ -100,13 +100,13 @@ def summary_metrics(summary: dict) -> dict[str, float]:
         for group, values in part["below_cost_line"].items():
             for name, value in values.items():
                 put(prefix + metric_key("below_cost_line", name, group), value)
+        for section in ("composition", "tokens"):
+            for head, values in part[section].items():
+                for name, value in values.items():
+                    put(prefix + metric_key(section, name, head), value)
         put(prefix + "n_pairs", part["n_pairs"])
 
     analysis(summary)
-    for section in ("composition", "tokens"):
-        for head, values in summary[section].items():
-            for name, value in values.items():
-                put(metric_key(section, name, head), value)
     for name in ("sampled", "degenerate"):
         put(f"pairs/{name}", summary["pairs"][name])
     put("frames", summary["frames"])
@@ -313,11 +313,14 @@ def _log_study(
 
 
 def _warn_mixed_frames(mlflow: Any, experiment_id: str, experiment: str, frames: int) -> None:
-    """Warn if the experiment holds runs rendered with another number of frames: their
-    ``ppl`` (a sum of squared steps) is not comparable with this run's."""
+    """Warn if the experiment holds finished runs rendered with another number of frames
+    (their tag, or for older runs their ``render.frames`` param): their ``ppl`` (a sum of
+    squared steps) is not comparable with this run's."""
+    finished = mlflow.search_runs(
+        [experiment_id], output_format="list", filter_string="attributes.status = 'FINISHED'"
+    )
     others = {
-        run.data.tags.get(FRAMES_TAG)
-        for run in mlflow.search_runs([experiment_id], output_format="list")
+        run.data.tags.get(FRAMES_TAG) or run.data.params.get("render.frames") for run in finished
     } - {str(frames), None}
     if others:
         log.warning(

@@ -25,13 +25,13 @@ COPY = [
     ".gitignore",
 ]
 
-# Small but complete: 5 pairs (one per group), the paper's three methods, 3 frames, 2 steps.
+# Small but complete: 5 pairs (one per group), three methods, 3 frames, 2 denoising steps.
 # score.net squeeze has no packaged ImageNet weights: tests that switch to it need an
 # untrained backbone, so FAST measures with one (the committed params.yaml, run by the
 # fresh-clone test, uses ImageNet weights).
 FAST = {
     "data": {"n_per_group": 1},
-    "couple": {"methods": ["clip", "ot", "random"], "random_replicates": 2},
+    "couple": {"random_replicates": 2},
     "render": {"frames": 3, "steps": 2},
     "score": {"backbone": "untrained"},
     "aggregate": {"bootstrap": 200},

@@ -15,7 +15,7 @@ from otpc.errors import InputError
 SAVE = (
     "import sys, torch; from pathlib import Path; from otpc import embeddings; "
     "e = embeddings.PromptEmbedding('a cat', torch.arange(12.).reshape(3, 4), 5, False, "
-    "torch.ones(2)); print(embeddings.save(Path(sys.argv[1]), e))"
+    "'0123abcd', torch.ones(2)); print(embeddings.save(Path(sys.argv[1]), e))"
 )
 
 
@@ -36,7 +36,17 @@ def test_the_same_embedding_is_the_same_bytes_in_any_process(tmp_path: Path) -> 
     assert len({f.read_bytes() for f in files}) == 1
     back = embeddings.load(files[0].parent, files[0].stem)
     assert (back.prompt, back.n_tokens, back.truncated) == ("a cat", 5, False)
+    assert back.token_digest == "0123abcd"
     assert back.embeds.shape == (3, 4) and back.pooled.tolist() == [1.0, 1.0]
+
+
+def test_prompts_that_tokenize_identically_share_a_digest_and_an_embedding(tiny) -> None:
+    """CLIP's tokenizer lower-cases and splits on spaces: these two prompts are one."""
+    same, twin, other = embeddings.encode(
+        tiny, ["A bowl of ripe peaches.", "a bowl of  RIPE peaches.", "A bowl of ripe pears."]
+    )
+    assert same.token_digest == twin.token_digest != other.token_digest
+    assert same.embeds.equal(twin.embeds) and not same.embeds.equal(other.embeds)
 
 
 def test_damaged_embedding_names_the_file(tmp_path: Path) -> None:

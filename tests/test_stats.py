@@ -19,6 +19,7 @@ from otpc.stats import (
     log_ratios,
     paired,
     spearman,
+    trend,
     wilson_ci,
 )
 
@@ -153,14 +154,56 @@ def test_log_ratios_and_paired_comparison() -> None:
     ]
     pairs = scores_table(rows)
     r = log_ratios(pairs, "ot", "clip")
-    assert r["pair_id"].to_list() == ["p1", "p2", "p3", "p4"]
-    np.testing.assert_allclose(r["r"].to_numpy(), np.log([0.5, 0.5, 0.5, 2.0]))
+    assert r["pair_id"].to_list() == ["p1", "p2", "p3", "p4", "p5"]
+    assert r["r"].to_list()[4] is None  # ot's path does not change: no ratio
+    np.testing.assert_allclose(r["r"].to_numpy()[:4], np.log([0.5, 0.5, 0.5, 2.0]))
     out = paired(pairs, "ot", "clip", ["[0,1)", "[1,2]"], 0.95, 200, 0)
-    assert out["all"]["n"] == 4 and out["all"]["share_smoother"] == 0.75
+    assert out["all"]["n"] == 4 and out["all"]["n_undefined"] == 1
+    assert out["all"]["share_smoother"] == 0.75 and out["all"]["share_tied"] == 0
     assert out["all"]["median_log_ratio"] == pytest.approx(math.log(0.5))
-    assert out["[0,1)"]["share_smoother"] == 1.0
-    ps = [out[g]["wilcoxon_p"] for g in ("[0,1)", "[1,2]")]
-    assert [out[g]["holm_p"] for g in ("[0,1)", "[1,2]")] == pytest.approx(holm(ps), nan_ok=True)
+    assert out["[0,1)"]["share_smoother"] == 1.0 and out["[1,2]"]["n_undefined"] == 1
+    low, high = sorted(out[g]["wilcoxon_p"] for g in ("[0,1)", "[1,2]"))
+    adjusted = sorted(out[g]["holm_p"] for g in ("[0,1)", "[1,2]"))
+    assert adjusted == pytest.approx([min(1, 2 * low), max(min(1, 2 * low), high)])
+
+
+def test_tied_pairs_are_neither_smoother_nor_dropped_from_the_test() -> None:
+    """Where OT is the identity its path is clip's: r = 0. Such pairs stay in n, count as
+    not smoother, are reported as tied, and stay in the signed-rank test."""
+    rows = []
+    for i, ratio in enumerate([1.0, 1.0, 1.0, 0.5, 0.6, 0.7, 0.8]):
+        rows += [(f"p{i}", "[0,1)", "ot", 0, ratio, 1.0), (f"p{i}", "[0,1)", "clip", 0, 1.0, 1.0)]
+    out = paired(scores_table(rows), "ot", "clip", ["[0,1)"], 0.95, 200, 0)["all"]
+    assert out["n"] == 7 and out["share_tied"] == pytest.approx(3 / 7)
+    assert out["share_smoother"] == pytest.approx(4 / 7)
+    r = np.log([1.0, 1.0, 1.0, 0.5, 0.6, 0.7, 0.8])
+    expected = stats.wilcoxon(r, zero_method="zsplit").pvalue
+    assert out["wilcoxon_p"] == pytest.approx(expected)
+
+
+def test_trend_sees_an_advantage_that_grows_with_similarity() -> None:
+    """ot's ratio to random falls from 0.9 (score 0.5) to 0.3 (score 4.5): r falls with the
+    score, so rho < 0 and the Jonckheere-Terpstra z < 0; reversed, both change sign."""
+    groups = ["[0,1)", "[1,2)", "[2,3)", "[3,4)", "[4,5]"]
+    rows = []
+    for g, ratio in enumerate(np.linspace(0.9, 0.3, 5)):
+        for j in range(4):
+            pid, score = f"p{g}{j}", g + 0.2 * j + 0.1
+            rows += [
+                (pid, groups[g], "ot", 0, ratio * (1 + 0.01 * j), 1.0, score),
+                (pid, groups[g], "random", 0, 1.0, 2.0, score),
+            ]
+    table = pl.DataFrame(
+        rows,
+        schema=["pair_id", "group", "method", "replicate", "ppl", "cost", "score"],
+        orient="row",
+    )
+    falling = trend(table, "ot", "random", groups, 0.95, 500, 0)
+    assert falling["n"] == 20 and falling["rho"] < -0.9 and falling["rho_ci_high"] < 0
+    assert falling["jt_z"] < 0 and falling["jt_p"] < 1e-3
+    rising = trend(table, "random", "ot", groups, 0.95, 500, 0)
+    assert rising["rho"] == pytest.approx(-falling["rho"])
+    assert rising["jt_z"] == pytest.approx(-falling["jt_z"])
 
 
 def test_displacement_residual_is_the_distance_below_the_cost_line() -> None:
@@ -171,8 +214,11 @@ def test_displacement_residual_is_the_distance_below_the_cost_line() -> None:
             rows.append((pair, "[0,1)", "random", rep, math.exp(alpha + 2 * cost), cost))
         rows.append((pair, "[0,1)", "clip", 0, math.exp(alpha + 2 * 1.2), 1.2))
         rows.append((pair, "[0,1)", "ot", 0, math.exp(alpha + 2 * 0.8 - 0.3), 0.8))
+    # A second method whose path is OT's own (same cost, same ppl) must not pull the line.
+    rows += [(r[0], r[1], "ot_blocks", 0, r[4], r[5]) for r in rows if r[2] == "ot"]
     res = displacement_residuals(scores_table(rows), "ot")
     np.testing.assert_allclose(res["residual"].to_numpy(), [-0.3, -0.3], atol=1e-9)
     np.testing.assert_allclose(res["slope"].to_numpy(), [2.0, 2.0], atol=1e-9)
-    too_few = scores_table([r for r in rows if r[2] != "random"])
+    assert res["extrapolated"].to_list() == [True, True]  # 0.8 is below every fitted cost
+    too_few = scores_table([r for r in rows if r[2] not in ("random",)])
     assert displacement_residuals(too_few, "ot").is_empty()

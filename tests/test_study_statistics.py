@@ -27,7 +27,7 @@ A cat sleeping on a blue sofa.,A kitten asleep on a couch.,3.5
 A dog running on the grass.,A dog runs across a lawn.,4.5
 A bowl of ripe peaches.,a bowl of  RIPE peaches.,5
 """
-METHODS = ["clip", "ot", "random", "ot_blocks", "sinkhorn"]
+METHODS = ["clip", "ot", "random", "random_bos", "random_blocks", "ot_blocks", "sinkhorn"]
 
 
 def summary(project: Path) -> dict:
@@ -60,7 +60,8 @@ def test_each_path_has_its_three_measures(project: Path) -> None:
 def test_degenerate_pairs_are_flagged_counted_and_left_out(project: Path) -> None:
     couplings = pl.read_parquet(project / "outputs/couplings.parquet")
     flagged = couplings.filter(pl.col("degenerate"))
-    assert flagged["pair_id"].n_unique() == 1 and len(flagged) == len(METHODS) + 1
+    stochastic = 3  # random, random_bos, random_blocks: 2 replicates each
+    assert flagged["pair_id"].n_unique() == 1 and len(flagged) == len(METHODS) + stochastic
     still = flagged.filter(pl.col("method").is_in(["clip", "ot", "ot_blocks"]))
     assert len(still) == 3 and (still["cost"] == 0).all()
     assert (flagged.filter(pl.col("method") == "random")["cost"] > 0).all()  # a loop A -> A
@@ -75,7 +76,10 @@ def test_degenerate_pairs_are_flagged_counted_and_left_out(project: Path) -> Non
         run(["dvc", "repro", "aggregate"], project)
         kept = summary(project)
         assert kept["n_pairs"] == 6 and kept["methods"]["clip"]["all"]["n"] == 6
-        assert kept["paired"]["ot_vs_clip"]["all"]["n"] == 5  # a path of length 0 has no ratio
+        for comparison in ("ot_vs_clip", "ot_vs_random"):  # OT's path of length 0: no ratio
+            assert kept["paired"][comparison]["all"]["n"] == 5
+            assert kept["paired"][comparison]["all"]["n_undefined"] == 1
+        assert kept["composition"]["all"]["n"] == 6
     finally:
         set_params(project, {"aggregate": {"drop_degenerate": True}})
         run(["dvc", "repro", "aggregate"], project)
@@ -112,10 +116,15 @@ def test_every_statistic_is_in_the_summary_and_the_mlflow_metrics(project: Path)
         "jt_p",
     }
     assert s["below_cost_line"]["all"]["n"] == 5
-    assert set(s["tokens"]) == {"clip", "ot", "random", "ot_blocks"}
-    assert s["tokens"]["clip"]["bos_fixed_share"] == 1.0
-    assert s["tokens"]["ot_blocks"]["bos_fixed_share"] == 1.0
-    assert s["composition"]["all"]["n"] == 6 and s["composition"]["all"]["c2c_isim_share"] is None
+    assert set(s["tokens"]) == set(METHODS) - {"sinkhorn"}
+    for method in ("clip", "random_bos", "random_blocks", "ot_blocks"):
+        assert s["tokens"][method]["bos_fixed_share"] == 1.0
+    assert (
+        s["tokens"]["random_blocks"]["real_to_pad_mean"]
+        <= s["tokens"]["random_bos"]["real_to_pad_mean"]
+    )
+    assert s["composition"]["all"]["n"] == 5  # the analysed pairs
+    assert s["composition"]["all"]["c2c_isim_share"] is None
     for stat in ("ppl", "ppl_norm", "length", "max_step", "cost"):
         assert f"{stat}_ci_high" in s["methods"]["ot"]["all"]
     metrics = summary_metrics(s)

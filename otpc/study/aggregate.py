@@ -55,6 +55,8 @@ class Analysis(TypedDict):
     paired: dict[str, dict[str, dict[str, float]]]
     trend: dict[str, dict[str, float]]
     below_cost_line: dict[str, dict[str, float]]
+    composition: dict[str, dict[str, float | None]]
+    tokens: dict[str, dict[str, float | None]]
 
 
 class Summary(Provenance, Analysis):
@@ -62,8 +64,6 @@ class Summary(Provenance, Analysis):
 
     study: str
     pairs: dict[str, Any]
-    composition: dict[str, dict[str, float | None]]
-    tokens: dict[str, dict[str, float | None]]
     not_compared: dict[str, str]
     strata: dict[str, Analysis]
 
@@ -83,11 +83,21 @@ def provenance(scores: pl.DataFrame) -> Provenance:
     return {"random_weights": random_weights, "lpips": metric, "frames": frames, "notes": notes}
 
 
-def analyse(scores: pl.DataFrame, groups: list[str], agg: AggregateParams) -> Analysis:
-    """Per method x group summaries, ``REFERENCE`` against every other method (per group,
-    Holm-adjusted within each comparison; ``all`` Holm-adjusted across comparisons), the
-    trend of each comparison with similarity, and where ``REFERENCE`` lies against the line
-    of smoothness on coupling cost."""
+def analyse(
+    scores: pl.DataFrame,
+    pairs: pl.DataFrame,
+    couplings: pl.DataFrame,
+    groups: list[str],
+    agg: AggregateParams,
+) -> Analysis:
+    """For the pairs in ``scores``: per method x group summaries, ``REFERENCE`` against every
+    other method (per group, Holm-adjusted within each comparison; ``all`` Holm-adjusted
+    across comparisons), the trend of each comparison with similarity, where ``REFERENCE``
+    lies against the line of smoothness on coupling cost, the pairs' composition and the
+    couplings' token structure."""
+    ids = scores["pair_id"].unique()
+    pairs = pairs.filter(pl.col("pair_id").is_in(ids.to_list()))
+    couplings = couplings.filter(pl.col("pair_id").is_in(ids.to_list()))
     per = per_pair(scores)
     conf, boot, seed = agg.confidence, agg.bootstrap, agg.seed
     table = method_group_table(per, groups, conf, boot, seed)
@@ -116,6 +126,8 @@ def analyse(scores: pl.DataFrame, groups: list[str], agg: AggregateParams) -> An
             for o in others
         },
         "below_cost_line": below_the_line(scores, REFERENCE, groups) if others else {},
+        "composition": composition(pairs, couplings, groups),
+        "tokens": token_summary(couplings),
     }
 
 
@@ -185,15 +197,22 @@ def aggregate(
     if compared.is_empty():
         raise InputError(
             f"{scores_path}: nothing to compare: of {pairs.height} pair(s), {degenerate} are "
-            "degenerate (prompts that embed identically; aggregate.drop_degenerate), and "
+            "degenerate (prompts that tokenize identically; aggregate.drop_degenerate), and "
             f"methods {bary} have paths that do not end on B's image"
         )
+    if agg.stratify_by is not None and compared["stratum"].null_count():
+        raise InputError(
+            f"{pairs_path}: aggregate.stratify_by = {agg.stratify_by!r}, but its pairs have no "
+            f"{agg.stratify_by} (only CxC pairs do)"
+        )
     prov = provenance(scores)
-    analysis = analyse(compared, groups, agg)
+    if REFERENCE not in compared["method"].unique().to_list():
+        prov["notes"].append(f"couple.methods has no {REFERENCE!r}: nothing is compared")
+    analysis = analyse(compared, pairs, couplings, groups, agg)
     strata: dict[str, Analysis] = {}
     if agg.stratify_by is not None:
         for (value,), sel in compared.group_by("stratum", maintain_order=True):
-            strata[str(value)] = analyse(sel, groups, agg)
+            strata[str(value)] = analyse(sel, pairs, couplings, groups, agg)
     summary: Summary = {
         "study": params.study,
         **prov,
@@ -203,8 +222,6 @@ def aggregate(
             "degenerate_dropped": agg.drop_degenerate,
         },
         **analysis,
-        "composition": composition(pairs, couplings, groups),
-        "tokens": token_summary(couplings),
         "not_compared": dict.fromkeys(bary, NOT_COMPARED),
         "strata": strata,
     }

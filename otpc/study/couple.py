@@ -33,8 +33,8 @@ def couple_pairs(
     """Couple every pair with every method in ``params``; write the table to ``out``.
 
     Pairs are coupled ``block`` at a time with ``couple_many`` (memory bounded by a block).
-    A pair whose two embeddings are equal (the prompts tokenize identically) is marked
-    ``degenerate``: its clip and ot paths do not move.
+    A pair whose prompts tokenize identically (equal ``token_digest``: equal embeddings) is
+    marked ``degenerate``: its clip and ot paths do not move.
     """
     pairs = PAIRS.read(pairs_path).select("pair_id", "prompt_a", "prompt_b")
     index = load_index(emb_dir)
@@ -49,6 +49,7 @@ def couple_pairs(
         ]
         a, b = (np.stack([e.embeds.double().numpy() for e in side]) for side in loaded)
         tokens = [(ea.n_tokens, eb.n_tokens) for ea, eb in zip(*loaded, strict=True)]
+        same = [ea.token_digest == eb.token_digest for ea, eb in zip(*loaded, strict=True)]
         for method in params.methods:
             for r in range(replicates(params, method)):
                 seeds = [coupling_seed(params.seed, pid, method, r) for pid in ids]
@@ -56,7 +57,7 @@ def couple_pairs(
                     a, b, method, seeds, tokens=tokens, sinkhorn_reg=params.sinkhorn_reg
                 )
                 rows += [
-                    _row(pid, r, c, a[p], b[p], tokens[p])
+                    _row(pid, r, c, a[p], b[p], tokens[p], same[p])
                     for p, (pid, c) in enumerate(zip(ids, found, strict=True))
                 ]
         bar.update(len(chunk))
@@ -71,6 +72,7 @@ def _row(
     a: np.ndarray,
     b: np.ndarray,
     tokens: tuple[int, int],
+    degenerate: bool,
 ) -> dict[str, object]:
     return {
         "path_id": path_id(pair_id, c.method, replicate),
@@ -83,7 +85,7 @@ def _row(
         "plan": None if c.plan is None else c.plan.ravel().tolist(),
         "tokens_a": tokens[0],
         "tokens_b": tokens[1],
-        "degenerate": bool(np.array_equal(a, b)),
+        "degenerate": degenerate,
         **token_structure(a, b, c.permutation, tokens),
     }
 
