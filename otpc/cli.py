@@ -49,6 +49,7 @@ def schema(model: type[BaseModel], name: str) -> Callable[[F], F]:
 
 
 @click.group()
+@click.version_option(package_name="otpc")
 def main() -> None:
     """Optimal-transport interpolation between Stable Diffusion prompts."""
 
@@ -208,15 +209,19 @@ def log_cmd(params_path: Path, exp_name: str | None) -> None:
 
 @main.command("methods")
 def methods_cmd() -> None:
-    """List the registered coupling methods and the model presets."""
+    """List the registered coupling methods (couple.methods) and the model presets
+    (model.name)."""
     from otpc.couplings import METHODS
     from otpc.models import PRESETS
 
+    width = max(map(len, [*METHODS, *PRESETS]))
+    click.echo("coupling methods (couple.methods):")
     for name, method in METHODS.items():
         replicated = " (seeded replicates)" if method.stochastic else ""
-        click.echo(f"{name:>9}: {method.doc.splitlines()[0]}{replicated}")
+        click.echo(f"  {name:>{width}}: {method.doc.splitlines()[0]}{replicated}")
+    click.echo("model presets (model.name):")
     for name, preset in PRESETS.items():
-        click.echo(f"{name:>9}: {preset.note}")
+        click.echo(f"  {name:>{width}}: {preset.note}")
 
 
 if __name__ == "__main__":

@@ -282,8 +282,9 @@ def _random_bos(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]
 
 @register("random_blocks", stochastic=True, needs_tokens=True)
 def _random_blocks(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) -> Coupling:
-    """Start token fixed; real tokens to real tokens and padding to padding, each at random
-    (blocks: ``token_blocks``)."""
+    """Start token fixed; tokens to tokens and padding to padding, each block at random.
+
+    Blocks: ``token_blocks``."""
     n = a.shape[0]
     rng = np.random.default_rng(seed)
     perm = _within(token_blocks(_tokens(options, "random_blocks"), n), n, rng.permutation)
@@ -292,8 +293,9 @@ def _random_blocks(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, A
 
 @register("ot_blocks", needs_tokens=True)
 def _ot_blocks(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) -> Coupling:
-    """Start token fixed; exact OT inside the real block and inside the padding block
-    (blocks: ``token_blocks``): OT that may not trade meaning for padding."""
+    """Start token fixed; exact OT inside the token block and inside the padding block.
+
+    Blocks: ``token_blocks``. OT that may not trade meaning for padding."""
     n = a.shape[0]
     m = cost_matrix(a, b)
 

@@ -1,4 +1,7 @@
-"""`otpc methods` lists every registered coupling and model preset."""
+"""`otpc methods` lists every registered coupling and model preset, in labelled sections;
+`otpc --version` says the installed version."""
+
+from importlib.metadata import version
 
 from click.testing import CliRunner
 
@@ -10,8 +13,16 @@ from otpc.models import PRESETS
 def test_methods_lists_registry_and_presets() -> None:
     result = CliRunner().invoke(main, ["methods"])
     assert result.exit_code == 0, result.output
-    names = [line.split(":")[0].strip() for line in result.output.splitlines()]
-    assert names == list(METHODS) + list(PRESETS)
+    lines = result.output.splitlines()
+    presets_at = lines.index("model presets (model.name):")
+    assert lines[0] == "coupling methods (couple.methods):"
+    assert [line.split(":")[0].strip() for line in lines[1:presets_at]] == list(METHODS)
+    assert [line.split(":")[0].strip() for line in lines[presets_at + 1 :]] == list(PRESETS)
     assert "seeded replicates" in next(
         line for line in result.output.splitlines() if "random:" in line
     )
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and version("otpc") in result.output
