@@ -13,7 +13,13 @@ import yaml
 
 EXPERIMENT = "otpc-demo"
 STUDY_STAGES = ["sample", "embed", "couple", "render", "score", "aggregate"]
-RESULT_FILES = {"summary.json", "ppl_by_group.csv", "fig_ppl_cost.png", "fig_strips.png"}
+RESULT_FILES = {
+    "summary.json",
+    "ppl_by_group.csv",
+    "fig_ppl_cost.png",
+    "fig_effect_trend.png",
+    "fig_strips.png",
+}
 
 
 def runs(uri: str, experiment: str = EXPERIMENT) -> list:
