@@ -203,8 +203,8 @@ def log_cmd(params_path: Path, exp_name: str | None) -> None:
     stale = out_of_date(Path.cwd())
     if stale:
         raise not_ready(stale)
-    run_id, new = log_study(params, Path.cwd(), layout.METRICS, layout.logged_outputs(), exp_name)
-    click.echo(logged_line(run_id, new, params.study))
+    logged = log_study(params, Path.cwd(), layout.METRICS, layout.logged_outputs(), exp_name)
+    click.echo(logged_line(logged, params.study))
 
 
 @main.command("methods")

@@ -94,7 +94,7 @@ def interpolate_pair(
             save_png(tmp / f"{method}.png", strips[-1])
             save_gif(tmp / f"{method}.gif", list(path_images))
             result.paths[method] = (c.cost, smoothness)
-        save_png(tmp / "comparison.png", grid(strips))
+        save_png(tmp / "comparison.png", grid(strips, labels=methods))
     return result
 
 

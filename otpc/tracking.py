@@ -24,7 +24,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 import yaml
@@ -40,6 +40,8 @@ from otpc.tables import FRAMES
 
 RESULTS_TAG = "otpc.results_hash"
 FRAMES_TAG = "otpc.frames"  # K: runs with different K have incomparable `ppl`
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # opens on its runs
+UI_VIEW = "workflowType=machine_learning"  # MLflow 3's UI: the runs view, not GenAI's
 LOGGER_TAG = "otpc.logger"
 ABANDONED_TAG = "otpc.abandoned"
 LOG_STAGE = "log"
@@ -175,17 +177,24 @@ def results_hash(params: Params, summary_path: Path) -> str:
 
 
 def _experiment_id(mlflow: Any, name: str, uri: str) -> str:
-    """The experiment's id, created (artifacts beside a SQLite store) if missing."""
+    """The experiment's id, created (artifacts beside a SQLite store) if missing, and marked
+    as model development (``KIND_TAG``), not a GenAI experiment."""
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri))
-    except MlflowException:  # created meanwhile by a parallel `dvc queue` worker
-        return client.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        try:
+            experiment_id = client.create_experiment(
+                name, artifact_location=artifact_location(uri), tags={KIND_TAG: KIND}
+            )
+        except MlflowException:  # created meanwhile by a parallel `dvc queue` worker
+            experiment = client.get_experiment_by_name(name)
+        else:
+            return experiment_id
+    if experiment.tags.get(KIND_TAG) != KIND:
+        client.set_experiment_tag(experiment.experiment_id, KIND_TAG, KIND)
+    return experiment.experiment_id
 
 
 def log_study(
@@ -194,8 +203,8 @@ def log_study(
     metrics_dir: Path,
     outputs: dict[str, Path],
     exp_name: str | None = None,
-) -> tuple[str, bool]:
-    """Log the study found in ``workdir`` as one MLflow run: (run id, whether it is new).
+) -> Logged:
+    """Log the study found in ``workdir`` as one MLflow run (``Logged``).
 
     If a finished run with the same params and results exists, returns that one instead.
     ``exp_name`` (default ``DVC_EXP_NAME``) names the DVC experiment the results belong to.
@@ -264,7 +273,7 @@ def _log_study(
     outputs: dict[str, Path],
     frames: pl.DataFrame | None,
     exp_name: str | None,
-) -> tuple[str, bool]:
+) -> Logged:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
@@ -279,7 +288,7 @@ def _log_study(
         filter_string=f"tags.`{RESULTS_TAG}` = '{digest}' and attributes.status = 'FINISHED'",
     )
     if existing:
-        return existing[0].info.run_id, False
+        return Logged(existing[0].info.run_id, False, experiment_id)
     _abandon(mlflow.MlflowClient())
     _warn_mixed_frames(mlflow, experiment_id, params.study, summary["frames"])
     lock = lock_entries(workdir)
@@ -309,7 +318,7 @@ def _log_study(
         if frames is not None:
             mlflow.log_artifacts(str(outputs["render"] / "strips"), "strips")
             _log_frames(mlflow, outputs["render"], frames)
-        return run.info.run_id, True
+        return Logged(run.info.run_id, True, experiment_id)
 
 
 def _warn_mixed_frames(mlflow: Any, experiment_id: str, experiment: str, frames: int) -> None:
@@ -339,7 +348,21 @@ def _log_frames(mlflow: Any, render_dir: Path, frames: pl.DataFrame) -> None:
         mlflow.log_image(png.read(render_dir / file), key=path_id, step=int(k))
 
 
-def logged_line(run_id: str, new: bool, experiment: str) -> str:
-    """What to tell the user about a logged (or already logged) study."""
-    what = "run" if new else "already logged as run"
-    return f"mlflow: {what} {run_id} in experiment {experiment!r} at {tracking_uri()}"
+class Logged(NamedTuple):
+    """A logged study: its run, whether this call logged it, and its experiment."""
+
+    run_id: str
+    new: bool
+    experiment_id: str
+
+
+def logged_line(logged: Logged, experiment: str) -> str:
+    """What to tell the user about a logged (or already logged) study, and where to see it."""
+    uri = tracking_uri()
+    what = "run" if logged.new else "already logged as run"
+    page = f"#/experiments/{logged.experiment_id}/runs/{logged.run_id}?{UI_VIEW}"
+    if uri.startswith(("http://", "https://")):
+        view = f"{uri.rstrip('/')}/{page}"
+    else:
+        view = f"`mlflow ui --backend-store-uri {uri}`, then http://127.0.0.1:5000/{page}"
+    return f"mlflow: {what} {logged.run_id} in experiment {experiment!r} at {uri}\n  see: {view}"

@@ -45,14 +45,14 @@ def main(
     out.unlink(missing_ok=True)  # a record stands only for a run logged by this attempt
     outputs = layout.logged_outputs(pairs, couplings, scores, render_dir)
     try:
-        run_id, new = log_study(params, Path.cwd(), metrics_dir, outputs)
+        logged = log_study(params, Path.cwd(), metrics_dir, outputs)
     except TrackingError as err:
         again = "`dvc exp run` again" if os.environ.get("DVC_EXP_NAME") else "`dvc repro`"
         raise TrackingError(
             f"{err}\nThe results are kept (dvc.lock, DVC's run-cache): when "
             f"the store is reachable, run {again} (only `log` runs)."
         ) from err
-    click.echo(logged_line(run_id, new, params.study))
+    click.echo(logged_line(logged, params.study))
     write_json(
         out,
         {

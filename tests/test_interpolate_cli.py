@@ -74,11 +74,18 @@ def test_writes_a_strip_and_gif_per_method_and_a_comparison(run) -> None:
     h = strips["clip"].shape[1]
     comparison = np.asarray(Image.open(out / "comparison.png").convert("RGB"))
     assert comparison.shape[0] == len(METHODS) * h + (len(METHODS) - 1) * GAP
+    margin = comparison.shape[1] - np.asarray(Image.open(out / "clip.png")).shape[1]
+    assert margin > 0  # the row labels
+    labels = []
     for i, m in enumerate(METHODS):
         row = comparison[i * (h + GAP) : i * (h + GAP) + h]
-        np.testing.assert_array_equal(row, np.asarray(Image.open(out / f"{m}.png").convert("RGB")))
+        strip_png = np.asarray(Image.open(out / f"{m}.png").convert("RGB"))
+        np.testing.assert_array_equal(row[:, margin:], strip_png)
+        assert (row[:, :margin] < 128).any()  # dark text on the white margin
+        labels.append(row[:, :margin].tobytes())
         gif = Image.open(out / f"{m}.gif")
         assert gif.n_frames == 2 * FRAMES - 2  # forward, then back without repeating the ends
+    assert len(set(labels)) == len(METHODS)  # each row says its own method
     # every path starts on A's image and (row invariance) ends on B's image
     for m in METHODS[1:]:
         np.testing.assert_array_equal(strips[m][0], strips["clip"][0])

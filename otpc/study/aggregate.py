@@ -30,7 +30,8 @@ from otpc.stats import (
     per_pair,
     trend,
 )
-from otpc.study.layout import FIG_PPL, FIG_STRIPS, FIG_TREND, GROUP_CSV, SUMMARY
+from otpc.study.headline import headline
+from otpc.study.layout import FIG_PPL, FIG_STRIPS, FIG_TREND, GROUP_CSV, HEADLINE, SUMMARY
 from otpc.tables import COUPLINGS, PAIRS, SCORES
 
 RANDOM_WEIGHTS = "images come from a model with random weights"
@@ -181,7 +182,7 @@ def aggregate(
     params: Params,
     metrics_dir: Path,
 ) -> Summary:
-    """Write summary.json, the plot CSV and the three figures into ``metrics_dir``."""
+    """Write summary.json, its headline, the CSV and the three figures into ``metrics_dir``."""
     agg = params.aggregate
     groups = group_labels(params.data.bins)
     pairs = PAIRS.read(pairs_path)
@@ -246,6 +247,7 @@ def aggregate(
         per_pair(compared), groups, agg.confidence, agg.bootstrap, agg.seed
     ).filter(pl.col("group") != ALL)
     write_json(metrics_dir / SUMMARY, summary)
+    write_json(metrics_dir / HEADLINE, headline(dict(summary)))
     write_with(
         metrics_dir / GROUP_CSV,
         by_group.with_columns(

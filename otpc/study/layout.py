@@ -13,11 +13,12 @@ LOGGED = Path("outputs/mlflow.json")  # the log stage's record: experiment and r
 
 INDEX = "index.parquet"  # the table inside the embeddings and render folders
 SUMMARY = "summary.json"
+HEADLINE = "headline.json"  # DVC's metrics file: a dozen numbers of the summary
 GROUP_CSV = "ppl_by_group.csv"
 FIG_PPL = "fig_ppl_cost.png"
 FIG_STRIPS = "fig_strips.png"
 FIG_TREND = "fig_effect_trend.png"
-RESULT_FILES = (SUMMARY, GROUP_CSV, FIG_PPL, FIG_TREND, FIG_STRIPS)  # in METRICS
+RESULT_FILES = (SUMMARY, HEADLINE, GROUP_CSV, FIG_PPL, FIG_TREND, FIG_STRIPS)  # in METRICS
 
 # Under the project root (DVC_ROOT under `dvc exp run --temp`), shared by all experiments.
 SCORE_CACHE = Path(".otpc_cache/scores")
