@@ -15,6 +15,7 @@ EXPERIMENT = "otpc-demo"
 STUDY_STAGES = ["sample", "embed", "couple", "render", "score", "aggregate"]
 RESULT_FILES = {
     "summary.json",
+    "headline.json",
     "ppl_by_group.csv",
     "fig_ppl_cost.png",
     "fig_effect_trend.png",
