@@ -86,9 +86,10 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON (NaN becomes null)."""
-    write_text(path, json.dumps(_nan_to_none(obj), indent=2, sort_keys=True) + "\n")
+def write_json(path: str | os.PathLike[str], obj: Any, sort_keys: bool = True) -> None:
+    """Atomically write ``obj`` as indented JSON (NaN becomes null), keys sorted unless
+    ``sort_keys`` is false (then in ``obj``'s order)."""
+    write_text(path, json.dumps(_nan_to_none(obj), indent=2, sort_keys=sort_keys) + "\n")
 
 
 def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:

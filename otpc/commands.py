@@ -9,6 +9,7 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ import click
 
 from otpc.errors import OtpcError
 from otpc.params import Params
+from otpc.timings import Report, record
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,13 +65,24 @@ def reports_errors(fn: F) -> F:
 def stage(checks: Collection[str] | None = None) -> Callable[[F], F]:
     """A pipeline stage: check ``--params`` before any work (the schema, ``dvc.yaml`` and the
     registries always; of the preflight checks, those named in ``checks``, default all: what
-    the stage needs), then run ``fn(params=..., ...)``, reporting errors as one line."""
+    the stage needs), then run ``fn(params=..., ...)``, reporting errors as one line. A
+    ``Report`` it returns is printed as one line with the stage's time, and recorded
+    (``otpc.timings``)."""
 
     def decorate(fn: F) -> F:
+        spec = fn.__globals__.get("__spec__")  # `python -m stages.render`: stages.render
+        name = (spec.name if spec else fn.__module__).rsplit(".", 1)[-1]
+
         @reports_errors
         @functools.wraps(fn)
-        def wrapper(*args: Any, params_path: Path, **kwargs: Any) -> Any:
-            return fn(*args, params=checked_params(params_path, checks), **kwargs)
+        def wrapper(*args: Any, params_path: Path, **kwargs: Any) -> None:
+            start = time.perf_counter()
+            report = fn(*args, params=checked_params(params_path, checks), **kwargs)
+            seconds = time.perf_counter() - start
+            counts = report.counts if isinstance(report, Report) else {}
+            record(name, seconds, counts)
+            if isinstance(report, Report):
+                click.echo(f"{name}: {report.line} ({seconds:.1f} s)")
 
         return wrapper  # type: ignore[return-value]
 

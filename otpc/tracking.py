@@ -1,4 +1,5 @@
-"""Log a finished study to MLflow: params, tags, metrics, tables, images and figures.
+"""Log a finished study to MLflow: a run with the study's params, tags, metrics, tables and
+figures, and a child run per path with its frames (``otpc.path_runs``).
 
 The DVC stage ``log`` does it after ``aggregate`` (``stages/log.py``); ``otpc log`` does it by
 hand, and only if ``dvc status`` finds the study's outputs up to date. Logging reads only
@@ -30,18 +31,21 @@ import polars as pl
 import yaml
 from filelock import FileLock
 
-from otpc import png
 from otpc.errors import NotReady, TrackingError
 from otpc.params import Params, flatten
+from otpc.path_runs import NOTE_TAG, PathsLogged, log_paths, path_table
 from otpc.project import project_root
 from otpc.quiet import quiet_logger
-from otpc.study.layout import INDEX, MLFLOW_LOCK, RESULT_FILES, SUMMARY
-from otpc.tables import FRAMES
+from otpc.study.layout import HEADLINE, INDEX, MLFLOW_LOCK, RESULT_FILES, SUMMARY
+from otpc.tables import FRAMES, PAIRS, SCORES
+from otpc.timings import records, timing_metrics
 
 RESULTS_TAG = "otpc.results_hash"
 FRAMES_TAG = "otpc.frames"  # K: runs with different K have incomparable `ppl`
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # opens on its runs
 UI_VIEW = "workflowType=machine_learning"  # MLflow 3's UI: the runs view, not GenAI's
+VIEW_KEY = "otpc-headline"  # a view of the runs table with the headline metrics as columns
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"  # where MLflow's UI reads a shared view
 LOGGER_TAG = "otpc.logger"
 ABANDONED_TAG = "otpc.abandoned"
 LOG_STAGE = "log"
@@ -115,6 +119,22 @@ def summary_metrics(summary: dict) -> dict[str, float]:
     for value, part in summary["strata"].items():
         analysis(part, metric_key("strata", value) + "/")
     return out
+
+
+def headline_metrics(headline: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """``headline.json`` as metrics under DVC's names for its numbers (``ppl.ot``)."""
+    out: dict[str, float] = {}
+    for key, value in headline.items():
+        if isinstance(value, dict):
+            out |= headline_metrics(value, f"{prefix}{key}.")
+        elif isinstance(value, bool | int | float) and value == value:
+            out[prefix + key] = float(value)
+    return out
+
+
+def headline_view(columns: list[str]) -> str:
+    """The runs table's view state (MLflow UI) showing ``columns`` (metric names)."""
+    return json.dumps({"selectedColumns": [f"metrics.`{c}`" for c in columns]})
 
 
 def lock_entries(workdir: Path) -> dict[str, Any]:
@@ -214,7 +234,7 @@ def log_study(
     problems = missing(metrics_dir, outputs)
     if problems:
         raise not_ready(problems)
-    frames = FRAMES.read(outputs["render"] / INDEX) if "render" in outputs else None
+    frames = FRAMES.read(outputs["render"] / INDEX)
     import mlflow  # noqa: F401 - configures its loggers on import, so before quieting them
     from mlflow.exceptions import MlflowException
     from requests import RequestException
@@ -271,7 +291,7 @@ def _log_study(
     workdir: Path,
     metrics_dir: Path,
     outputs: dict[str, Path],
-    frames: pl.DataFrame | None,
+    frames: pl.DataFrame,
     exp_name: str | None,
 ) -> Logged:
     import mlflow
@@ -303,22 +323,38 @@ def _log_study(
         FRAMES_TAG: str(summary["frames"]),
     }
     tags |= {f"dvc.stage.{name}": stage_hash(entry) for name, entry in lock.items()}
+    headline = headline_metrics(json.loads((metrics_dir / HEADLINE).read_text()))
+    client = mlflow.MlflowClient()
+    client.set_experiment_tag(experiment_id, VIEW_TAG, headline_view(list(headline)))
+    tags[NOTE_TAG] = description(summary)
+    paths = path_table(PAIRS.read(outputs["pairs"]), SCORES.read(outputs["scores"]), frames)
+    children: list[str] = []
     with mlflow.start_run(run_name=exp_name, tags=tags) as run:  # FAILED if anything raises
-        mlflow.log_params(flatten(params))
-        mlflow.log_metrics(summary_metrics(summary))
-        for name in RESULT_FILES:
-            mlflow.log_artifact(str(metrics_dir / name), "results")
-        for path in outputs.values():
-            if path.is_file():
-                mlflow.log_artifact(str(path), "tables")
-        with tempfile.TemporaryDirectory() as tmp:
-            lock_path = Path(tmp) / "dvc.lock"
-            lock_path.write_text(yaml.safe_dump({"schema": "2.0", "stages": lock}, sort_keys=False))
-            mlflow.log_artifact(str(lock_path))
-        if frames is not None:
-            mlflow.log_artifacts(str(outputs["render"] / "strips"), "strips")
-            _log_frames(mlflow, outputs["render"], frames)
-        return Logged(run.info.run_id, True, experiment_id)
+        try:
+            mlflow.log_params(flatten(params))
+            mlflow.log_metrics(
+                summary_metrics(summary) | headline | timing_metrics(records()), synchronous=True
+            )
+            for name in RESULT_FILES:
+                mlflow.log_artifact(str(metrics_dir / name), "results")
+            _log_tables(mlflow, outputs)
+            with tempfile.TemporaryDirectory() as tmp:
+                lock_path = Path(tmp) / "dvc.lock"
+                lock_path.write_text(
+                    yaml.safe_dump({"schema": "2.0", "stages": lock}, sort_keys=False)
+                )
+                mlflow.log_artifact(str(lock_path))
+            child_tags = {LOGGER_TAG: tags[LOGGER_TAG], "dvc_experiment": tags["dvc_experiment"]}
+            logged = log_paths(
+                client, experiment_id, run, child_tags, paths, outputs["render"], children
+            )
+        except BaseException:
+            for child in children:
+                client.set_terminated(child, status="FAILED")
+            raise
+        for child in children:  # finished only now: a killed attempt leaves them RUNNING
+            client.set_terminated(child)
+        return Logged(run.info.run_id, True, experiment_id, logged)
 
 
 def _warn_mixed_frames(mlflow: Any, experiment_id: str, experiment: str, frames: int) -> None:
@@ -342,27 +378,61 @@ def _warn_mixed_frames(mlflow: Any, experiment_id: str, experiment: str, frames:
         )
 
 
-def _log_frames(mlflow: Any, render_dir: Path, frames: pl.DataFrame) -> None:
-    """Each frame as an MLflow image keyed by path, with its frame index as the step."""
-    for path_id, k, file in frames.select("path_id", "k", "file").iter_rows():
-        mlflow.log_image(png.read(render_dir / file), key=path_id, step=int(k))
+def description(summary: dict[str, Any]) -> str:
+    """The study run's description: what made the numbers, and where the paths are."""
+    model = "a model with random weights" if summary["random_weights"] else "the model"
+    notes = "".join(f"\n- {note}" for note in summary["notes"])
+    return (
+        f"Study `{summary['study']}`: {summary['n_pairs']} pairs, {summary['frames']} frames "
+        f"per path, images from {model}, metric {summary['lpips']}.{notes}\n\n"
+        "Each path is a child run (expand this run in the runs table) with its frames."
+    )
+
+
+def csv_copy(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` as CSV can hold it: list columns as space-separated values."""
+    lists = [name for name, dtype in df.schema.items() if isinstance(dtype, pl.List)]
+    return df.with_columns(pl.col(lists).cast(pl.List(pl.String)).list.join(" "))
+
+
+def _log_tables(mlflow: Any, outputs: dict[str, Path]) -> None:
+    """Each table output as parquet and as CSV (which MLflow's UI can show)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in outputs.values():
+            if path.is_file():
+                mlflow.log_artifact(str(path), "tables")
+                csv = Path(tmp) / f"{path.stem}.csv"
+                csv_copy(pl.read_parquet(path)).write_csv(csv)
+                mlflow.log_artifact(str(csv), "tables")
 
 
 class Logged(NamedTuple):
-    """A logged study: its run, whether this call logged it, and its experiment."""
+    """A logged study: its run, whether this call logged it, its experiment, and (if it
+    did) its path runs."""
 
     run_id: str
     new: bool
     experiment_id: str
+    paths: PathsLogged | None = None
 
 
 def logged_line(logged: Logged, experiment: str) -> str:
-    """What to tell the user about a logged (or already logged) study, and where to see it."""
+    """What to tell the user about a logged (or already logged) study, and where to see it:
+    the experiment's runs table with the headline metrics as columns."""
     uri = tracking_uri()
     what = "run" if logged.new else "already logged as run"
-    page = f"#/experiments/{logged.experiment_id}/runs/{logged.run_id}?{UI_VIEW}"
+    paths = ""
+    if logged.paths:
+        paths = (
+            f"; {logged.paths.runs} path runs, frames logged for {logged.paths.frames_logged}, "
+            f"already logged for {logged.paths.frames_reused}"
+        )
+    page = f"#/experiments/{logged.experiment_id}/runs?viewStateShareKey={VIEW_KEY}&{UI_VIEW}"
     if uri.startswith(("http://", "https://")):
         view = f"{uri.rstrip('/')}/{page}"
     else:
         view = f"`mlflow ui --backend-store-uri {uri}`, then http://127.0.0.1:5000/{page}"
-    return f"mlflow: {what} {logged.run_id} in experiment {experiment!r} at {uri}\n  see: {view}"
+    return (
+        f"mlflow: {what} {logged.run_id} in experiment {experiment!r} at {uri}{paths}\n"
+        f"  see: {view}"
+    )

@@ -8,6 +8,7 @@ from otpc.commands import params_option, stage
 from otpc.params import Params
 from otpc.study import layout
 from otpc.study.aggregate import aggregate
+from otpc.timings import Report
 
 
 @click.command()
@@ -20,14 +21,15 @@ from otpc.study.aggregate import aggregate
 @stage(checks=())
 def main(
     params: Params, scores: Path, pairs: Path, couplings: Path, render_dir: Path, metrics_dir: Path
-) -> None:
+) -> Report:
     summary = aggregate(scores, pairs, couplings, render_dir, params, metrics_dir)
     for note in summary["notes"]:
         click.echo(f"aggregate: NOTE {note}")
     dropped = summary["pairs"]["degenerate"] if summary["pairs"]["degenerate_dropped"] else 0
     if dropped:
         click.echo(f"aggregate: left out {dropped} degenerate pair(s) (prompts embed identically)")
-    click.echo(f"aggregate: {summary['n_pairs']} pairs (K = {summary['frames']}) -> {metrics_dir}")
+    n = summary["n_pairs"]
+    return Report(f"{n} pairs (K = {summary['frames']}) -> {metrics_dir}", {"pairs": n})
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from otpc.commands import params_option, stage
 from otpc.params import Params
 from otpc.study import layout
 from otpc.study.couple import couple_pairs
+from otpc.timings import Report
 
 
 @click.command()
@@ -16,9 +17,9 @@ from otpc.study.couple import couple_pairs
 @click.option("--embeddings", type=click.Path(path_type=Path), default=layout.EMBEDDINGS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.COUPLINGS)
 @stage(checks=())
-def main(params: Params, pairs: Path, embeddings: Path, out: Path) -> None:
+def main(params: Params, pairs: Path, embeddings: Path, out: Path) -> Report:
     table = couple_pairs(pairs, embeddings, params.couple, out)
-    click.echo(f"couple: {len(table)} couplings -> {out}")
+    return Report(f"{len(table)} couplings -> {out}", {"couplings": len(table)})
 
 
 if __name__ == "__main__":

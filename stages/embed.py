@@ -8,6 +8,7 @@ from otpc.commands import params_option, stage
 from otpc.params import Params
 from otpc.study import layout
 from otpc.study.embed import embed
+from otpc.timings import Report
 
 
 @click.command()
@@ -15,7 +16,7 @@ from otpc.study.embed import embed
 @click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.EMBEDDINGS)
 @stage(checks=("device", "model"))
-def main(params: Params, pairs: Path, out: Path) -> None:
+def main(params: Params, pairs: Path, out: Path) -> Report:
     index = embed(pairs, params.model, out)
     truncated = int(index["truncated"].sum())
     if truncated:
@@ -23,7 +24,7 @@ def main(params: Params, pairs: Path, out: Path) -> None:
             f"embed: {truncated} prompt(s) longer than the tokenizer's limit were "
             "truncated (see 'truncated' in the index)"
         )
-    click.echo(f"embed: {len(index)} prompts -> {out}")
+    return Report(f"{len(index)} prompts -> {out}", {"prompts": len(index)})
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from otpc.params import Params
 from otpc.project import shared_path
 from otpc.study import layout
 from otpc.study.render import render_study
+from otpc.timings import Report
 
 
 @click.command()
@@ -18,14 +19,17 @@ from otpc.study.render import render_study
 @click.option("--couplings", type=click.Path(path_type=Path), default=layout.COUPLINGS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.RENDER)
 @stage(checks=("device", "model", "caches"))
-def main(params: Params, pairs: Path, embeddings: Path, couplings: Path, out: Path) -> None:
+def main(params: Params, pairs: Path, embeddings: Path, couplings: Path, out: Path) -> Report:
     render_params = params.render.model_copy(
         update={"cache_dir": str(shared_path(params.render.cache_dir))}
     )
     index, rendered = render_study(pairs, embeddings, couplings, params.model, render_params, out)
     cached = index["key"].n_unique() - rendered
-    click.echo(f"render: {rendered} frame(s) rendered, {cached} from the cache")
-    click.echo(f"render: {index['path_id'].n_unique()} paths -> {out}")
+    paths = index["path_id"].n_unique()
+    return Report(
+        f"{rendered} frame(s) rendered, {cached} from the cache; {paths} paths -> {out}",
+        {"frames_rendered": rendered, "frames_reused": cached, "paths": paths},
+    )
 
 
 if __name__ == "__main__":

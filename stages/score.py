@@ -10,6 +10,7 @@ from otpc.params import Params
 from otpc.project import shared_path
 from otpc.study import layout
 from otpc.study.score import score_paths
+from otpc.timings import Report
 
 
 @click.command()
@@ -19,7 +20,7 @@ from otpc.study.score import score_paths
 @click.option("--couplings", type=click.Path(path_type=Path), default=layout.COUPLINGS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.SCORES)
 @stage(checks=("device", "metric", "caches"))
-def main(params: Params, render_dir: Path, pairs: Path, couplings: Path, out: Path) -> None:
+def main(params: Params, render_dir: Path, pairs: Path, couplings: Path, out: Path) -> Report:
     table, scored = score_paths(
         render_dir,
         pairs,
@@ -29,8 +30,11 @@ def main(params: Params, render_dir: Path, pairs: Path, couplings: Path, out: Pa
         shared_path(str(layout.SCORE_CACHE)),
         pick_device(params.model.device),
     )
-    click.echo(f"score: {scored} path(s) scored, {len(table) - scored} from the cache")
-    click.echo(f"score: {len(table)} paths ({table['metric'][0]}) -> {out}")
+    reused = len(table) - scored
+    return Report(
+        f"{scored} path(s) scored, {reused} from the cache ({table['metric'][0]}) -> {out}",
+        {"paths_scored": scored, "paths_reused": reused},
+    )
 
 
 if __name__ == "__main__":

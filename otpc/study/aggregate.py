@@ -247,7 +247,7 @@ def aggregate(
         per_pair(compared), groups, agg.confidence, agg.bootstrap, agg.seed
     ).filter(pl.col("group") != ALL)
     write_json(metrics_dir / SUMMARY, summary)
-    write_json(metrics_dir / HEADLINE, headline(dict(summary)))
+    write_json(metrics_dir / HEADLINE, headline(dict(summary)), sort_keys=False)  # ppl first
     write_with(
         metrics_dir / GROUP_CSV,
         by_group.with_columns(
