@@ -24,33 +24,76 @@ RESULT_FILES = {
 
 
 def runs(uri: str, experiment: str = EXPERIMENT) -> list:
-    """Every run of ``experiment`` at ``uri``."""
+    """Every study run of ``experiment`` at ``uri`` (not the path runs under them)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
-    return [] if found is None else client.search_runs([found.experiment_id])
+    every = [] if found is None else client.search_runs([found.experiment_id], max_results=50000)
+    return [r for r in every if "mlflow.parentRunId" not in r.data.tags]
+
+
+def path_runs(uri: str, run) -> dict[str, object]:
+    """The child runs of study run ``run``, by path id."""
+    from mlflow import MlflowClient
+
+    children = MlflowClient(tracking_uri=uri).search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
+        max_results=50000,
+    )
+    return {c.data.tags["otpc.path_id"]: c for c in children}
 
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def logged_frames(images: Path) -> dict[str, set[int]]:
-    """Image key -> steps, from the files `mlflow.log_image(key=, step=)` writes."""
+def logged_frames(names: list[str]) -> dict[str, set[int]]:
+    """Image key -> steps, from the names of the files `log_image(key=, step=)` writes."""
     out: dict[str, set[int]] = {}
-    for f in images.iterdir():
-        m = re.fullmatch(r"(.+)\+step\+(\d+)\+timestamp\+.+(?<!compressed)\.png", f.name)
+    for name in names:
+        m = re.fullmatch(r"(.+)\+step\+(\d+)\+timestamp\+.+(?<!compressed)\.png", name)
         if m:
             out.setdefault(m[1], set()).add(int(m[2]))
     return out
+
+
+def assert_paths_complete(uri: str, run, scores: pl.DataFrame, frames: int) -> None:
+    """A finished child run per path with its params and measures, whose frames (steps 0 ..
+    frames - 1) and strip are in it or in the finished run with the same frames digest."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    children = path_runs(uri, run)
+    assert set(children) == set(scores["path_id"])
+    for row in scores.iter_rows(named=True):
+        child = children[row["path_id"]]
+        assert child.info.status == "FINISHED"
+        params = child.data.params
+        assert (params["pair"], params["method"], params["group"]) == (
+            row["pair_id"],
+            row["method"],
+            row["group"],
+        )
+        assert params["replicate"] == str(row["replicate"])
+        for name in ("cost", "ppl", "length", "max_step"):
+            assert child.data.metrics[name] == pytest.approx(row[name])
+        holder_id = child.data.tags["otpc.frames_run"]
+        holder = child if holder_id == "self" else client.get_run(holder_id)
+        assert holder.info.status == "FINISHED"
+        assert holder.data.tags["otpc.frames_digest"] == child.data.tags["otpc.frames_digest"]
+        images = [Path(a.path).name for a in client.list_artifacts(holder.info.run_id, "images")]
+        assert logged_frames(images) == {"frames": set(range(frames))}
+        strip = f"{holder.data.tags['otpc.path_id']}.png"
+        assert strip in {a.path for a in client.list_artifacts(holder.info.run_id)}
 
 
 def assert_complete(uri: str, run, lock: dict, summary: dict, dest: Path) -> None:
     """Every metric, table, strip, frame, figure and tag of ``run`` matches the study's files."""
     import mlflow
 
-    from otpc.tracking import metric_key, stage_hash
+    from otpc.tracking import headline_metrics, metric_key, stage_hash
 
     tags, metrics = run.data.tags, run.data.metrics
     assert run.info.status == "FINISHED"
@@ -88,18 +131,22 @@ def assert_complete(uri: str, run, lock: dict, summary: dict, dest: Path) -> Non
     )
     assert {p.name for p in (root / "results").iterdir()} == RESULT_FILES
     assert json.loads((root / "results/summary.json").read_text()) == summary
+    headline = headline_metrics(json.loads((root / "results/headline.json").read_text()))
+    assert headline and all(metrics[k] == pytest.approx(v) for k, v in headline.items())
     study_lock = {t: lock["stages"][t] for t in STUDY_STAGES}  # log runs after it is logged
     assert yaml.safe_load((root / "dvc.lock").read_text()) == {
         "schema": lock["schema"],
         "stages": study_lock,
     }
     outs = {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
-    for table in ("couplings.parquet", "scores.parquet"):
-        assert md5(root / "tables" / table) == outs[f"outputs/{table}"]
-    path_ids = set(pl.read_parquet(root / "tables/scores.parquet")["path_id"].to_list())
-    assert len(path_ids) >= 15
-    assert {p.name for p in (root / "strips").iterdir()} == (
-        {f"{p}.png" for p in path_ids} | {f"{p}.gif" for p in path_ids}
-    )
+    for table in ("couplings", "scores"):
+        assert md5(root / "tables" / f"{table}.parquet") == outs[f"outputs/{table}.parquet"]
+        csv = pl.read_csv(root / "tables" / f"{table}.csv")
+        assert (
+            csv["path_id"].to_list()
+            == pl.read_parquet(root / "tables" / f"{table}.parquet")["path_id"].to_list()
+        )
+    scores = pl.read_parquet(root / "tables/scores.parquet")
+    assert scores["path_id"].n_unique() >= 15
     frames = lock["stages"]["render"]["params"]["params.yaml"]["render.frames"]
-    assert logged_frames(root / "images") == {p: set(range(frames)) for p in path_ids}
+    assert_paths_complete(uri, run, scores, frames)

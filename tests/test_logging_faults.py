@@ -52,11 +52,14 @@ def store(project: Path) -> str:
 
 
 def statuses(project: Path) -> list[str]:
+    """The statuses of the study runs in the project's store (not of the path runs)."""
     if not (project / "mlflow.db").exists():
         return []
+    children = "select run_uuid from tags where key = 'mlflow.parentRunId'"
     with sqlite3.connect(project / "mlflow.db", timeout=30) as db:
         try:
-            return [row[0] for row in db.execute("select status from runs")]
+            query = f"select status from runs where run_uuid not in ({children})"
+            return [row[0] for row in db.execute(query)]
         except sqlite3.OperationalError:  # tables not created yet
             return []
 

@@ -119,6 +119,75 @@ def test_experiment_run_is_complete(study: Study, exp_name: str, tmp_path: Path)
     assert_complete(study.uri, run_, lock, summary, dest=tmp_path)
 
 
+def test_frames_are_logged_once_per_content(study: Study) -> None:
+    """The two experiments re-render nothing: their path runs point to the baseline's."""
+    from mlflow import MlflowClient
+
+    from tests.mlflow_checks import path_runs
+
+    baseline = run_for(study.uri, "workspace")
+    first = path_runs(study.uri, baseline)
+    holders = {c.info.run_id for c in first.values() if c.data.tags["otpc.frames_run"] == "self"}
+    assert holders
+    client = MlflowClient(tracking_uri=study.uri)
+    for exp_name in ("net-squeeze", "net-vgg"):
+        later = path_runs(study.uri, run_for(study.uri, exp_name))
+        assert set(later) == set(first)
+        for child in later.values():
+            assert child.data.tags["otpc.frames_run"] in holders
+            assert client.list_artifacts(child.info.run_id) == []  # no frames, no strip
+
+
+def test_study_run_records_stage_times_and_frame_counts(study: Study) -> None:
+    baseline = run_for(study.uri, "workspace")
+    metrics = baseline.data.metrics
+    for stage in STAGES[:-1]:
+        assert metrics[f"time/{stage}_s"] > 0
+    frames = yaml.safe_load((study.project / "params.yaml").read_text())["render"]["frames"]
+    paths = metrics["render/paths"]
+    assert paths >= 15
+    # every frame is rendered or reused; end frames are shared by a pair's paths
+    assert 0 < metrics["render/frames_rendered"] + metrics["render/frames_reused"] <= paths * frames
+    assert metrics["score/paths_scored"] + metrics["score/paths_reused"] == paths
+
+
+def test_browser_shows_headline_columns_and_a_path_runs_frame(study: Study, tmp_path: Path) -> None:
+    """Headless Chromium opens the link the log stage prints: the runs table with the
+    headline metrics as columns; then a path run's page shows one of its frames."""
+    from mlflow import MlflowClient
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.browser import chromium
+    from tests.mlflow_checks import path_runs
+
+    proc = run(["otpc", "log", "--exp-name", "net-vgg"], study.project, env=tracked(study.uri))
+    link = re.search(r"see: (http\S+)", proc.stdout)[1]
+    experiment = MlflowClient(tracking_uri=study.uri).get_experiment_by_name(EXPERIMENT)
+    child = next(
+        c
+        for c in path_runs(study.uri, run_for(study.uri, "workspace")).values()
+        if c.data.tags["otpc.frames_run"] == "self"
+    )
+    with sync_playwright() as p, chromium(p) as browser:
+        page = browser.new_page(viewport={"width": 2400, "height": 1000})  # no column hidden
+        page.goto(link)
+        expect(page.get_by_text("net-vgg", exact=True)).to_be_visible(timeout=60_000)
+        page.screenshot(path=tmp_path / "runs.png")
+        for column in ("ppl.clip", "ppl.ot", "ppl.random", "vs_clip.share", "vs_random.p"):
+            col_id = f"[col-id='metrics.`{column}`']"
+            expect(page.locator(f"[role=columnheader]{col_id}")).to_be_visible()
+            expect(page.locator(f"[role=gridcell]{col_id}").first).to_have_text(re.compile(r"\d"))
+        page.goto(
+            f"{study.uri}/#/experiments/{experiment.experiment_id}/runs/{child.info.run_id}"
+            "/model-metrics?workflowType=machine_learning"
+        )
+        expect(page.get_by_text(child.info.run_name)).to_be_visible(timeout=60_000)
+        frame = page.locator("img[src*='frames%2Bstep%2B']").first
+        expect(frame).to_be_visible(timeout=60_000)
+        assert frame.evaluate("img => img.complete && img.naturalWidth > 0")
+        page.screenshot(path=tmp_path / "path_run.png")
+
+
 def test_temp_experiment_lands_in_the_projects_default_store(study: Study, tmp_path: Path) -> None:
     """Without MLFLOW_TRACKING_URI, a `--temp` run logs to <project>/mlflow.db, not the copy."""
     proc = run(
