@@ -3,8 +3,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup repro test lint bench constraints clean
+.PHONY: setup repro test lint browser bench constraints clean
 
 $(STAMP): pyproject.toml constraints.txt weights-requirements.txt
 	python3 -m venv $(VENV)
@@ -18,8 +19,13 @@ setup: $(STAMP)
 repro: setup
 	PATH=$(BIN):$$PATH dvc repro
 
-test: setup lint
+test: setup lint browser
 	PATH=$(BIN):$$PATH pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The browser tests drive Debian's headless Chromium (Playwright's own downloads need a network).
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: setup
 	$(BIN)/ruff format --check --quiet .
