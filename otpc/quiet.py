@@ -1,7 +1,7 @@
 """Keep diffusers' and transformers' notices and loading bars off the user's console.
 
-What they print while otpc loads a model or encodes prompts is not the user's business (an
-"install accelerate" notice, per-component loading bars, the text a long prompt loses to
+What they print while otpc loads a model or encodes prompts is not the user's business
+(per-component loading bars, deprecation notices, the text a long prompt loses to
 truncation, which otpc records itself as the ``truncated`` flag); real errors still raise.
 """
 

@@ -11,6 +11,7 @@ last execution in this project, and says when that was.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -18,6 +19,7 @@ from otpc.atomic import write_json
 from otpc.project import shared_path
 
 RECORDS = ".otpc_cache/stages"
+log = logging.getLogger(__name__)
 
 
 class Report(NamedTuple):
@@ -29,16 +31,22 @@ class Report(NamedTuple):
 
 
 def record(stage: str, seconds: float, counts: dict[str, float]) -> None:
-    """Keep ``stage``'s time and counts, plus throughput (``<count>_per_s``) for its counts."""
+    """Keep ``stage``'s time and counts, plus throughput (``<count>_per_s``) for its counts.
+    A record that cannot be written (a read-only project) is skipped with a warning: the
+    stage's outputs are written already, and they are what matters."""
     rates = {f"{k}_per_s": v / seconds for k, v in counts.items() if seconds > 0 and v > 0}
-    write_json(
-        shared_path(RECORDS) / f"{stage}.json",
-        {
-            "seconds": round(seconds, 3),
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-            "counts": counts | {k: round(v, 3) for k, v in rates.items()},
-        },
-    )
+    path = shared_path(RECORDS) / f"{stage}.json"
+    try:
+        write_json(
+            path,
+            {
+                "seconds": round(seconds, 3),
+                "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+                "counts": counts | {k: round(v, 3) for k, v in rates.items()},
+            },
+        )
+    except OSError as err:
+        log.warning("could not record the stage's time in %s: %s", path, err.strerror or err)
 
 
 def records() -> dict[str, dict]:

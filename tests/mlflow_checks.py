@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 import polars as pl
@@ -21,6 +22,20 @@ RESULT_FILES = {
     "fig_effect_trend.png",
     "fig_strips.png",
 }
+
+
+def study_statuses(db_path: Path) -> list[str]:
+    """The statuses of the study runs (not the path runs) in a SQLite store, read directly
+    (also while a logger writes to it); empty before the store exists."""
+    if not db_path.exists():
+        return []
+    children = "select run_uuid from tags where key = 'mlflow.parentRunId'"
+    with sqlite3.connect(db_path, timeout=30) as db:
+        try:
+            query = f"select status from runs where run_uuid not in ({children})"
+            return [row[0] for row in db.execute(query)]
+        except sqlite3.OperationalError:  # tables not created yet
+            return []
 
 
 def runs(uri: str, experiment: str = EXPERIMENT) -> list:

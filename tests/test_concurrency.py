@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from otpc.frame_cache import FrameCache
+from tests.mlflow_checks import study_statuses
 from tests.project import env, make_project, run
 
 pytestmark = pytest.mark.slow
@@ -52,11 +53,10 @@ def test_two_queued_experiments_run_concurrently(tmp_path: Path) -> None:
     assert "Failed" not in status, status
 
     with sqlite3.connect(project / "mlflow.db") as db:
-        runs = db.execute("select run_uuid from runs").fetchall()
         guidance = {
             row[0] for row in db.execute("select value from params where key = 'render.guidance'")
         }
-    assert len(runs) == 3
+    assert study_statuses(project / "mlflow.db") == ["FINISHED"] * 3
     assert guidance == {"7.5", "5.0", "9.0"}
 
     cache = FrameCache(project / ".otpc_cache/frames")

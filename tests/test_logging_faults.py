@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.mlflow_checks import assert_complete, runs
+from tests.mlflow_checks import assert_complete, runs, study_statuses
 from tests.project import env, make_project, ran_stages, run, set_params
 
 pytestmark = pytest.mark.slow
@@ -53,15 +52,7 @@ def store(project: Path) -> str:
 
 def statuses(project: Path) -> list[str]:
     """The statuses of the study runs in the project's store (not of the path runs)."""
-    if not (project / "mlflow.db").exists():
-        return []
-    children = "select run_uuid from tags where key = 'mlflow.parentRunId'"
-    with sqlite3.connect(project / "mlflow.db", timeout=30) as db:
-        try:
-            query = f"select status from runs where run_uuid not in ({children})"
-            return [row[0] for row in db.execute(query)]
-        except sqlite3.OperationalError:  # tables not created yet
-            return []
+    return study_statuses(project / "mlflow.db")
 
 
 def kill_while_logging(project: Path) -> bool:

@@ -181,7 +181,7 @@ def test_browser_shows_headline_columns_and_a_path_runs_frame(study: Study, tmp_
             f"{study.uri}/#/experiments/{experiment.experiment_id}/runs/{child.info.run_id}"
             "/model-metrics?workflowType=machine_learning"
         )
-        expect(page.get_by_text(child.info.run_name)).to_be_visible(timeout=60_000)
+        expect(page.get_by_test_id("runs-header")).to_have_text(child.info.run_name, timeout=60_000)
         frame = page.locator("img[src*='frames%2Bstep%2B']").first
         expect(frame).to_be_visible(timeout=60_000)
         assert frame.evaluate("img => img.complete && img.naturalWidth > 0")

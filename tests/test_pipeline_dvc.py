@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+from tests.mlflow_checks import study_statuses
 from tests.project import make_project, ran_stages, run, set_params
 
 pytestmark = pytest.mark.slow
@@ -33,15 +33,13 @@ def test_full_run_writes_every_method_and_group(project: Path) -> None:
     assert "random weights" in " ".join(summary["notes"])
     for fig in ("fig_ppl_cost.png", "fig_strips.png", "ppl_by_group.csv"):
         assert (project / "metrics" / fig).stat().st_size > 0
-    with sqlite3.connect(project / "mlflow.db") as db:
-        assert db.execute("select count(*) from runs").fetchone()[0] == 1
+    assert study_statuses(project / "mlflow.db") == ["FINISHED"]
 
 
 def test_second_repro_runs_nothing(project: Path) -> None:
     proc = run(["dvc", "repro"], project)
     assert ran_stages(proc.stdout) == []
-    with sqlite3.connect(project / "mlflow.db") as db:
-        assert db.execute("select count(*) from runs").fetchone()[0] == 1
+    assert study_statuses(project / "mlflow.db") == ["FINISHED"]
 
 
 def test_score_param_reruns_only_score_and_aggregate(project: Path) -> None:
