@@ -27,6 +27,7 @@ from otpc.params import (
 )
 from otpc.study import layout
 from otpc.text import is_blank
+from otpc.toy.config import TrainConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,7 +109,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
     "--model",
     default=ModelSpec().name,
     show_default=True,
-    help="tiny, a preset (sd15, sd21, sdxl), a hub id or a local diffusers folder.",
+    help="A preset (`otpc methods` lists them), a hub id or a local diffusers folder.",
 )
 @schema(RenderParams, "steps")
 @schema(RenderParams, "guidance")
@@ -205,6 +206,46 @@ def log_cmd(params_path: Path, exp_name: str | None) -> None:
         raise not_ready(stale)
     logged = log_study(params, Path.cwd(), layout.METRICS, layout.logged_outputs(), exp_name)
     click.echo(logged_line(logged, params.study))
+
+
+@main.group()
+def toy() -> None:
+    """The trained toy model (the embedded default): train it again."""
+
+
+@toy.command("train")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to write the model to (default: the one otpc ships, model.name: toy).",
+)
+@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
+@click.option(
+    "--vae-steps", type=click.IntRange(min=1), default=TrainConfig.vae_steps, show_default=True
+)
+@click.option(
+    "--unet-steps", type=click.IntRange(min=1), default=TrainConfig.unet_steps, show_default=True
+)
+@click.option("--overwrite", is_flag=True, help="Replace --out if it holds a model.")
+@reports_errors
+def toy_train(
+    out: Path | None, seed: int, vae_steps: int, unet_steps: int, overwrite: bool
+) -> None:
+    """Train the toy model from nothing (seeded; about 40 minutes on 2 CPU cores) and save it
+    as a diffusers folder with its loss log and a record of this command."""
+    import shlex
+    import sys
+
+    from otpc.toy import MODEL_DIR
+    from otpc.toy.train import train
+
+    folder = out or MODEL_DIR
+    _check_out(folder, overwrite)
+    config = TrainConfig(seed=seed, vae_steps=vae_steps, unet_steps=unet_steps)
+    command = shlex.join(["otpc", *sys.argv[1:]])
+    record = train(folder, config, command)
+    click.echo(f"toy model -> {folder} ({sum(record['seconds'].values()):.0f} s)")
 
 
 @main.command("methods")

@@ -33,7 +33,15 @@ class Preset:
     note: str
 
 
+TOY = "toy"
 PRESETS: dict[str, Preset] = {
+    TOY: Preset(
+        None,
+        None,
+        "float32",
+        "otpc's toy model: SD-1.x-shaped, trained here on the toy world of shapes "
+        "(not Stable Diffusion)",
+    ),
     "tiny": Preset(None, None, "float32", "tiny SD-1.x-shaped pipeline, random weights"),
     "tiny-sd2": Preset(
         None, None, "float32", "tiny SD-2-shaped pipeline (v-prediction, DDIM), random weights"
@@ -127,13 +135,39 @@ def auto_dtype(device: torch.device, preset: Preset | None) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def _local_preset(name: str) -> tuple[str, None, bool]:
+    """The folder of a preset otpc ships (``toy``) or builds (the tiny ones), no revision,
+    and whether its weights are random."""
+    if name != TOY:
+        from otpc.tiny import tiny_model_dir
+
+        return str(tiny_model_dir(kind=name)), None, True
+    from otpc.toy import MODEL_DIR
+
+    if not (MODEL_DIR / "model_index.json").is_file():
+        raise ModelError(
+            f"the toy model's weights are missing from {MODEL_DIR} (an install without "
+            "package data?); reinstall otpc from its repository, or train them with "
+            "`otpc toy train`"
+        )
+    return str(MODEL_DIR), None, False
+
+
+def describe(res: Resolved) -> str:
+    """The model in words, for every place results appear: a preset's name and note, else
+    the hub id or folder name (with "random weights" for otpc's tiny folders)."""
+    for name, preset in PRESETS.items():
+        if res.label == name or (preset.repo is not None and preset.repo == res.source):
+            return f"{name}: {preset.note}"
+    name = Path(res.source).name if res.stamp else res.source
+    return f"{name} (random weights)" if res.random_weights else name
+
+
 def _source(spec: ModelSpec) -> tuple[str, str | None, bool]:
     """(local folder or hub id, revision, random weights) of a spec."""
     preset = PRESETS.get(spec.name)
     if preset is not None and preset.repo is None:
-        from otpc.tiny import tiny_model_dir
-
-        return str(tiny_model_dir(kind=spec.name)), None, True
+        return _local_preset(spec.name)
     if preset is not None and preset.repo is not None:
         return preset.repo, spec.revision or preset.revision, False
     if Path(spec.name).is_dir():

@@ -63,7 +63,7 @@ class ModelSpec:
     """What to load: a preset (``otpc methods`` lists them), hub id (owner/name) or local
     diffusers folder, and how."""
 
-    name: str = "tiny"
+    name: str = "toy"
     revision: str | None = None  # None: the preset's default (its branch, e.g. main)
     dtype: Dtype = "auto"  # auto: float16 on CUDA (presets), float64 on the CPU
     device: str = "auto"  # auto: cuda, then mps, then cpu
@@ -109,7 +109,9 @@ class RenderSettings(_Section):
 
 
 class DataParams(_Section):
-    source: Literal["csv", "cxc"] = "csv"  # csv: two prompt columns and a score; cxc: CxC STS
+    # toy: pairs from the toy world (score: attributes shared); csv: two prompt columns and a
+    # score; cxc: CxC STS
+    source: Literal["toy", "csv", "cxc"] = "toy"
     path: str = "data/cxc/readme_examples.csv"
     prompt_a: str = "caption1"
     prompt_b: str = "caption2"

@@ -117,6 +117,7 @@ FRAMES = Table(
         "key": (pl.String(), "frame cache key (shared by the end frames of permutation paths)"),
         "file": (pl.String(), "the PNG, relative to the render folder"),
         "random_weights": (pl.Boolean(), "the model's weights are random"),
+        "model": (pl.String(), "the model that drew the frames, in words"),
     },
 )
 
@@ -140,6 +141,7 @@ SCORES = Table(
         "group": (pl.String(), "the pair's similarity group"),
         "metric": (pl.String(), "lpips-<net>-<imagenet|untrained>"),
         "random_weights": (pl.Boolean(), "the images come from random weights"),
+        "model": (pl.String(), "the model that drew the frames, in words"),
     },
 )
 

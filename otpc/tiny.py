@@ -162,7 +162,7 @@ def _save(folder: Path, pipeline: Any, parts: dict[str, Any]) -> None:
 SD2_ATTENTION = {"attention_head_dim": (2, 4), "use_linear_projection": True}
 
 
-def _save_sd(folder: Path, parts: dict[str, Any]) -> None:
+def save_sd_folder(folder: Path, parts: dict[str, Any]) -> None:
     """Save an SD-1.x/2.x-shaped pipeline made of ``parts`` (no safety checker)."""
     from diffusers import StableDiffusionPipeline
 
@@ -180,7 +180,7 @@ def build_tiny_pipeline(folder: Path) -> None:
     from transformers import CLIPTextModel
 
     tokenizer = clip_tokenizer()
-    _save_sd(
+    save_sd_folder(
         folder,
         {
             "tokenizer": tokenizer,
@@ -208,7 +208,7 @@ def build_tiny_sd2_pipeline(folder: Path) -> None:
 
     tokenizer = clip_tokenizer(pad_token="!")
     config = clip_text_config(tokenizer, 48, hidden_act="gelu")
-    _save_sd(
+    save_sd_folder(
         folder,
         {
             "tokenizer": tokenizer,

@@ -317,6 +317,7 @@ def _log_study(
         LOGGER_TAG: logger_id(),
         "git_commit": git_commit(workdir),
         "dvc_experiment": exp_name or "workspace",
+        "model": summary["model"],
         "random_weights": str(summary["random_weights"]),
         "lpips": summary["lpips"],
         "notes": "; ".join(summary["notes"]) or "none",
@@ -380,7 +381,7 @@ def _warn_mixed_frames(mlflow: Any, experiment_id: str, experiment: str, frames:
 
 def description(summary: dict[str, Any]) -> str:
     """The study run's description: what made the numbers, and where the paths are."""
-    model = "a model with random weights" if summary["random_weights"] else "the model"
+    model = f"model {summary['model']}"
     notes = "".join(f"\n- {note}" for note in summary["notes"])
     return (
         f"Study `{summary['study']}`: {summary['n_pairs']} pairs, {summary['frames']} frames "

@@ -32,6 +32,14 @@ def tiny():
     return load_pipeline(ModelSpec("tiny"))
 
 
+@pytest.fixture(scope="session")
+def toy():
+    """The trained toy model otpc ships, loaded once through the standard loading path."""
+    from otpc.models import ModelSpec, load_pipeline
+
+    return load_pipeline(ModelSpec("toy"))
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module: the tiny model is far faster so on a small, shared CPU."""

@@ -19,24 +19,29 @@ from scipy.optimize import linear_sum_assignment
 
 from otpc.couplings import couple
 from otpc.embeddings import encode
+from otpc.models import LoadedModel
 from otpc.params import RenderSettings
 from otpc.paths import path_frames, t_grid
 from otpc.quiet import quiet_libraries
 from otpc.render import Renderer
 from otpc.tiny import tiny_model_dir
+from otpc.toy import MODEL_DIR
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-KINDS = ("tiny", "tiny-sd2", "tiny-sdxl")  # SD-1.x, SD-2 and SDXL-shaped U-Nets
+# SD-1.x, SD-2 and SDXL-shaped U-Nets with random weights, and the trained toy model's
+KINDS = ("tiny", "tiny-sd2", "tiny-sdxl", "toy")
 PROCESSORS = ("AttnProcessor2_0", "AttnProcessor", "fused")
 
 
 @pytest.fixture(scope="module")
 def unets() -> dict[str, UNet2DConditionModel]:
-    """The tiny models' U-Nets (random weights) in float64, loaded once from their folders."""
+    """The models' U-Nets in float64, loaded once from their folders."""
     with quiet_libraries():
         unets = {
-            kind: UNet2DConditionModel.from_pretrained(tiny_model_dir(kind=kind), subfolder="unet")
+            kind: UNet2DConditionModel.from_pretrained(
+                MODEL_DIR if kind == "toy" else tiny_model_dir(kind=kind), subfolder="unet"
+            )
             .to(torch.float64)
             .eval()
             for kind in KINDS
@@ -100,15 +105,36 @@ def test_unet_output_is_invariant_to_row_permutation(
     assert (run(other) - out).abs().max().item() > 1e-4 * scale
 
 
-@pytest.fixture(scope="module")
-def renderer64(tiny) -> Renderer:
-    """The tiny model's renderer, in float64 on the CPU, so pixels are exact to compare."""
-    assert tiny.resolved.dtype == torch.float64
-    return Renderer(tiny, RenderSettings(steps=4, guidance=7.5, batch_size=8))
+# The tiny SD-1.x-shaped model (random weights) and the trained toy model, each with
+# prompts of its own world.
+PROMPTS = {
+    "tiny": (
+        ("a red fox in the snow", "a lighthouse at dusk"),
+        ("a bowl of ripe peaches", "two cats asleep on a sofa"),
+    ),
+    "toy": (
+        ("a small red circle in the top left corner", "a large blue square at the bottom"),
+        ("a large green triangle in the center", "there is a small yellow circle on the right"),
+    ),
+}
 
 
-def test_pipeline_image_is_invariant_to_row_permutation(tiny, renderer64: Renderer) -> None:
-    ea, eb = encode(tiny, ["a red fox in the snow", "a lighthouse at dusk"])
+@pytest.fixture(scope="module", params=list(PROMPTS))
+def model64(request: pytest.FixtureRequest) -> tuple[LoadedModel, Renderer, str]:
+    """A model with its renderer, in float64 on the CPU (pixels exact to compare), and its
+    name."""
+    model = request.getfixturevalue(request.param)
+    assert model.resolved.dtype == torch.float64
+    return (
+        model,
+        Renderer(model, RenderSettings(steps=4, guidance=7.5, batch_size=8)),
+        request.param,
+    )
+
+
+def test_pipeline_image_is_invariant_to_row_permutation(model64) -> None:
+    model, renderer64, name = model64
+    ea, eb = encode(model, list(PROMPTS[name][0]))
     perm = torch.randperm(77, generator=torch.Generator().manual_seed(2))
     latents = renderer64.initial_latents(7).expand(3, -1, -1, -1)
     images = renderer64.render_batch(torch.stack([ea.embeds, ea.embeds[perm], eb.embeds]), latents)
@@ -116,8 +142,9 @@ def test_pipeline_image_is_invariant_to_row_permutation(tiny, renderer64: Render
     assert np.abs(images[0].astype(int) - images[2]).max() > 10  # the prompt does matter
 
 
-def test_every_coupling_ends_on_the_same_image(tiny, renderer64: Renderer) -> None:
-    ea, eb = encode(tiny, ["a bowl of ripe peaches", "two cats asleep on a sofa"])
+def test_every_coupling_ends_on_the_same_image(model64) -> None:
+    model, renderer64, name = model64
+    ea, eb = encode(model, list(PROMPTS[name][1]))
     a, b = ea.embeds.double(), eb.embeds.double()
     ts = t_grid(2)
     ends = [b]

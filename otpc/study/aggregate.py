@@ -42,6 +42,7 @@ NOT_COMPARED = "its path ends at n(PB), not on B's image: described, not compare
 class Provenance(TypedDict):
     """What the numbers were made with, stated wherever results appear."""
 
+    model: str
     random_weights: bool
     lpips: str
     frames: int  # K: `ppl` compares only runs with the same K
@@ -81,7 +82,13 @@ def provenance(scores: pl.DataFrame) -> Provenance:
             "LPIPS has an untrained backbone (score.backbone: untrained): its distances mean little"
         )
     frames = int(scores["frames"].to_numpy().max())
-    return {"random_weights": random_weights, "lpips": metric, "frames": frames, "notes": notes}
+    return {
+        "model": scores["model"][0],
+        "random_weights": random_weights,
+        "lpips": metric,
+        "frames": frames,
+        "notes": notes,
+    }
 
 
 def analyse(
@@ -240,7 +247,8 @@ def aggregate(
                 for r in described.filter(pl.col("method") == m).iter_rows(named=True)
             }
     note = "\n".join(
-        ([RANDOM_NOTE] if prov["random_weights"] else [])
+        [f"model {prov['model']}"]
+        + ([RANDOM_NOTE] if prov["random_weights"] else [])
         + [n for n in prov["notes"] if n != RANDOM_WEIGHTS]
     )
     by_group = method_group_table(

@@ -19,7 +19,7 @@ from otpc import embeddings
 from otpc.atomic import atomic_dir
 from otpc.frame_cache import FrameCache
 from otpc.images import save_gif, save_png, strip
-from otpc.models import ModelSpec, load_pipeline
+from otpc.models import ModelSpec, Resolved, describe, load_pipeline
 from otpc.params import RenderParams
 from otpc.paths import conditioning_path, t_grid
 from otpc.render import FrameJob, Renderer, missing_keys, render_frames
@@ -128,12 +128,12 @@ def render_study(
                     yield frame.key, job
 
     render_frames(renderer, cache, missing_jobs(), len(missing))
-    index = _write_render_folder(plan, cache, params.frames, renderer.res.random_weights, out)
+    index = _write_render_folder(plan, cache, params.frames, renderer.res, out)
     return index, len(missing)
 
 
 def _write_render_folder(
-    plan: list[PlannedFrame], cache: FrameCache, frames: int, random_weights: bool, out: Path
+    plan: list[PlannedFrame], cache: FrameCache, frames: int, res: Resolved, out: Path
 ) -> pl.DataFrame:
     """Copy each path's frames (verified) from the cache into ``out``, with its strip and GIF
     and the frames index; ``out`` is replaced whole."""
@@ -146,7 +146,8 @@ def _write_render_folder(
             "t": float(ts[f.k]),
             "key": f.key,
             "file": f"frames/{p}/{f.k:02d}.png",
-            "random_weights": random_weights,
+            "random_weights": res.random_weights,
+            "model": describe(res),
         }
         for f in plan
         for p in f.path_ids

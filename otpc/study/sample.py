@@ -13,6 +13,10 @@ from otpc.tables import PAIRS
 
 def load_source(data: DataParams) -> tuple[pl.DataFrame, str]:
     """All candidate pairs of the configured source, and a name for error messages."""
+    if data.source == "toy":
+        from otpc.toy.pairs import toy_pairs
+
+        return toy_pairs(data.n_per_group, data.seed), "the toy world"
     if data.source == "cxc":
         from otpc.cxc import read_cxc_pairs  # only CxC studies read the captions file
 

@@ -114,6 +114,7 @@ def score_paths(
         .with_columns(
             pl.lit(tag).alias("metric"),
             pl.lit(bool(index["random_weights"][0])).alias("random_weights"),
+            pl.lit(index["model"][0]).alias("model"),
         )
         .sort("pair_id", "method", "replicate")
     )

@@ -1,0 +1,21 @@
+"""The toy model's training settings (no heavy imports: the CLI reads their defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What decides the weights (with the code): seed, steps, batch and learning rates."""
+
+    seed: int = 0
+    vae_steps: int = 600
+    unet_steps: int = 1500
+    batch_size: int = 64
+    vae_lr: float = 2e-3
+    unet_lr: float = 1e-3
+    kl_weight: float = 1e-6
+    uncond_rate: float = 0.1
+    warmup: int = 100
+    min_snr: float = 5.0

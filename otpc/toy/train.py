@@ -1,0 +1,257 @@
+"""Train the toy text-to-image model from nothing: a Stable-Diffusion-1.x-shaped pipeline
+(KL autoencoder, CLIP text encoder on CLIP's real tokenizer, cross-attention U-Net, DDIM)
+on the toy world's scenes and captions.
+
+Two phases, both seeded and run for a fixed number of steps:
+
+1. the autoencoder learns to reconstruct the training scenes (32 px to 16 x 16 x 4
+   latents), minimising ``MSE(x, D(z)) + kl_weight * KL(q(z|x) || N(0, I))``;
+2. the text encoder and the U-Net learn together to predict the noise,
+   minimising ``w(t) * MSE(eps, eps_theta(sqrt(a_t) z + sqrt(1 - a_t) eps, t, E(c)))`` with
+   Min-SNR weights ``w(t) = min(SNR(t), 5) / SNR(t)``; a caption is replaced by the empty one
+   with probability ``uncond_rate`` so that classifier-free guidance works.
+
+Only the training scenes are ever seen (``world.scenes(..., "train")``): the held-out
+phrasings and colour-shape combinations stay for the quality benchmark. The folder it writes
+is loaded by ``DiffusionPipeline.from_pretrained`` like any Stable Diffusion model.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from otpc.atomic import temporary_prefix
+from otpc.tiny import BETAS, clip_text_config, clip_tokenizer, save_sd_folder
+from otpc.toy import world
+from otpc.toy.config import TrainConfig
+
+RECORD = "OTPC_TOY.json"
+LOSS_LOG = "training_log.csv"
+
+
+def code_version() -> str:
+    """A hash of the code that decides the weights: the world, the model's parts (with the
+    tokenizer's vocabulary) and the training loop."""
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in ("toy/world.py", "toy/config.py", "toy/train.py", "tiny.py", "clip_vocab.py"):
+        h.update((here.parent / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _parts(seed: int) -> dict[str, Any]:
+    """The untrained pipeline: CLIP tokenizer, a 2-layer 64-wide CLIP text encoder, a
+    two-level cross-attention U-Net (32, 64 channels) on 16 x 16 x 4 latents, a 2x KL
+    autoencoder and a DDIM scheduler with Stable Diffusion's noise schedule."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer()
+    return {
+        "tokenizer": tokenizer,
+        "text_encoder": CLIPTextModel(clip_text_config(tokenizer, 64, heads=4)),
+        "unet": UNet2DConditionModel(
+            sample_size=world.SIZE // 2,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(32, 64),
+            norm_num_groups=16,
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=64,
+            attention_head_dim=8,
+        ),
+        "vae": AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            layers_per_block=1,
+            block_out_channels=(32, 64),
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            norm_num_groups=16,
+            sample_size=world.SIZE,
+        ),
+        "scheduler": DDIMScheduler(
+            **BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1
+        ),
+    }
+
+
+def _pixels(scenes: list[world.Scene]) -> torch.Tensor:
+    """Scenes as a float batch in [-1, 1], N x 3 x H x W."""
+    images = np.stack([world.draw(s) for s in scenes])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _lr(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of ``peak``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _steps(total: int, desc: str) -> Iterator[tuple[int, Any]]:
+    """``(step, progress bar)`` for ``total`` steps."""
+    with tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True) as bar:
+        for step in range(total):
+            yield step, bar
+            bar.update()
+
+
+def _scene_key(s: world.Scene) -> tuple[str, ...]:
+    return (s.shape, s.colour, s.size, s.row, s.column, s.background)
+
+
+def training_images() -> list[world.Scene]:
+    """Every distinct picture training may see (captions aside): all attribute combinations
+    but the held-out colour-shape ones."""
+    grid = itertools.product(
+        world.SHAPES, world.COLOURS, world.SIZES, world.ROWS, world.COLUMNS, world.BACKGROUNDS
+    )
+    return [
+        world.Scene(*attrs, template=0, phrase=0)
+        for attrs in grid
+        if (attrs[1], attrs[0]) not in world.HELD_OUT_COMBOS
+    ]
+
+
+def train_vae(vae: Any, cfg: TrainConfig, log: csv.writer) -> float:
+    """Fit the autoencoder to the training scenes; returns the latents' scaling factor
+    (one over the standard deviation of the encoded training scenes, as SD's 0.18215)."""
+    rng = np.random.default_rng([cfg.seed, 1])
+    images = _pixels(training_images())
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
+    vae.train()
+    for step, bar in _steps(cfg.vae_steps, "vae"):
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup)
+        batch = images[torch.from_numpy(rng.integers(len(images), size=cfg.batch_size))]
+        posterior = vae.encode(batch).latent_dist
+        rec = vae.decode(posterior.sample()).sample
+        mse = torch.nn.functional.mse_loss(rec, batch)
+        loss = mse + cfg.kl_weight * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        log.writerow(["vae", step, f"{mse.item():.6f}"])
+        bar.set_postfix(mse=f"{mse.item():.4f}")
+    vae.eval()
+    with torch.no_grad():
+        latents = vae.encode(images).latent_dist.mean
+    return float(1.0 / latents.std())
+
+
+def train_denoiser(parts: dict[str, Any], cfg: TrainConfig, log: csv.writer) -> None:
+    """Fit the text encoder and the U-Net together on the training captions (eps-prediction,
+    Min-SNR weights, caption dropout for classifier-free guidance)."""
+    from diffusers import DDPMScheduler
+
+    tokenizer, text_encoder, unet, vae = (
+        parts[k] for k in ("tokenizer", "text_encoder", "unet", "vae")
+    )
+    rng = np.random.default_rng([cfg.seed, 2])
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    train = world.scenes(cfg.unet_steps * cfg.batch_size, cfg.seed, "train")
+    keys = sorted({_scene_key(s) for s in train})
+    index = {k: i for i, k in enumerate(keys)}
+    with torch.no_grad():
+        scaling = vae.config.scaling_factor
+        stats = vae.encode(_pixels([world.Scene(*k, 0, 0) for k in keys])).latent_dist
+        means, stds = stats.mean * scaling, stats.std * scaling
+    captions = [world.caption(s) for s in train]
+    noise_schedule = DDPMScheduler(**BETAS)
+    alphas = noise_schedule.alphas_cumprod
+    snr = alphas / (1 - alphas)
+    weights = torch.clamp(snr, max=cfg.min_snr) / snr
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    unet.train()
+    text_encoder.train()
+    for step, bar in _steps(cfg.unet_steps, "denoiser"):
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, cfg.unet_steps, cfg.unet_lr, cfg.warmup)
+        batch = range(step * cfg.batch_size, (step + 1) * cfg.batch_size)
+        drop = rng.random(cfg.batch_size) < cfg.uncond_rate
+        text = ["" if d else captions[i] for i, d in zip(batch, drop, strict=True)]
+        ids = tokenizer(text, padding="max_length", max_length=77, return_tensors="pt").input_ids
+        rows = torch.tensor([index[_scene_key(train[i])] for i in batch])
+        eps_z = torch.randn(means[rows].shape, generator=gen)
+        latents = means[rows] + stds[rows] * eps_z
+        t = torch.randint(0, len(alphas), (cfg.batch_size,), generator=gen)
+        noise = torch.randn(latents.shape, generator=gen)
+        noisy = noise_schedule.add_noise(latents, noise, t)
+        pred = unet(noisy, t, text_encoder(ids)[0]).sample
+        per_sample = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
+        loss = (weights[t] * per_sample).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        log.writerow(["denoiser", step, f"{loss.item():.6f}"])
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    unet.eval()
+    text_encoder.eval()
+
+
+def train(out: Path, cfg: TrainConfig, command: str) -> dict[str, Any]:
+    """Train the toy model with ``cfg`` and save it as a diffusers folder at ``out`` (with its
+    loss log and a record of ``command``, seed, code version and times); returns the record."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(out), suffix=".tmp", dir=out.parent))
+    try:
+        record = _train_into(tmp, cfg, command)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return record
+
+
+def _train_into(out: Path, cfg: TrainConfig, command: str) -> dict[str, Any]:
+    start = time.perf_counter()
+    parts = _parts(cfg.seed)
+    times: dict[str, float] = {}
+    with open(out / LOSS_LOG, "w", newline="") as fh:
+        log = csv.writer(fh)
+        log.writerow(["phase", "step", "loss"])
+        scaling = train_vae(parts["vae"], cfg, log)
+        parts["vae"].register_to_config(scaling_factor=scaling)
+        times["vae_s"] = time.perf_counter() - start
+        train_denoiser(parts, cfg, log)
+        times["denoiser_s"] = time.perf_counter() - start - times["vae_s"]
+    save_sd_folder(out, parts)
+    record = {
+        "model": "otpc toy model: Stable-Diffusion-1.x-shaped, trained on the toy world",
+        "command": command,
+        "config": asdict(cfg),
+        "code_version": code_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "seconds": {k: round(v, 1) for k, v in times.items()},
+        "scaling_factor": scaling,
+    }
+    (out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return record

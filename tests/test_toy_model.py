@@ -1,0 +1,117 @@
+"""The trained toy model otpc ships: a standard Stable-Diffusion-1.x folder that loads like
+any other, draws what its captions say, and is remade by one command; and the toy world's
+prompt pairs the demo study runs on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from otpc.cli import main
+from otpc.embeddings import encode
+from otpc.models import describe
+from otpc.params import RenderSettings
+from otpc.render import FrameJob, Renderer
+from otpc.toy import MODEL_DIR, world
+from otpc.toy.detector import detect
+from otpc.toy.pairs import ATTRIBUTES, FULL_TEMPLATES, shared, toy_pairs
+from otpc.toy.train import LOSS_LOG, RECORD
+
+
+def test_the_toy_folder_is_stable_diffusion_1_shaped_and_loads_with_the_standard_loader(
+    toy,
+) -> None:
+    pipe = toy.pipe
+    assert type(pipe) is StableDiffusionPipeline
+    assert isinstance(pipe.text_encoder, CLIPTextModel)
+    assert isinstance(pipe.unet, UNet2DConditionModel)
+    assert isinstance(pipe.vae, AutoencoderKL) and isinstance(pipe.scheduler, DDIMScheduler)
+    assert isinstance(pipe.tokenizer, CLIPTokenizer) and len(pipe.tokenizer) == 49408
+    assert pipe.tokenizer.model_max_length == 77
+    assert pipe.tokenizer.pad_token == pipe.tokenizer.eos_token == "<|endoftext|>"
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
+    assert not toy.resolved.random_weights
+    assert "not Stable Diffusion" in describe(toy.resolved)
+    # diffusers alone loads it too, and its own pipeline draws an image of the world's size
+    plain = StableDiffusionPipeline.from_pretrained(MODEL_DIR, safety_checker=None)
+    image = plain("a large red circle", num_inference_steps=2, output_type="np").images[0]
+    assert image.shape == (world.SIZE, world.SIZE, 3)
+
+
+def test_the_weights_come_with_their_record() -> None:
+    record = json.loads((MODEL_DIR / RECORD).read_text())
+    assert record["command"].startswith("otpc toy train")
+    assert {"seed", "vae_steps", "unet_steps"} <= set(record["config"])
+    assert record["code_version"] and record["quality"]["captions"] >= 200
+    log = (MODEL_DIR / LOSS_LOG).read_text().splitlines()
+    assert log[0] == "phase,step,loss"
+    steps = record["config"]["vae_steps"] + record["config"]["unet_steps"]
+    assert len(log) == 1 + steps
+    weights = sum(p.stat().st_size for p in MODEL_DIR.rglob("*.safetensors"))
+    assert weights <= 25 * 2**20
+
+
+def test_the_toy_model_draws_what_held_out_captions_say(toy) -> None:
+    """On captions of the held-out split (phrasing or colour-shape combination never seen
+    in training), the detector reads the captions' colour and position back from most
+    images: the model is not noise. (The benchmark measures every attribute on 300.)"""
+    scenes = world.scenes(12, 5, "test")
+    renderer = Renderer(toy, RenderSettings(steps=10, guidance=5.0, batch_size=12))
+    embeds = encode(toy, [world.caption(s) for s in scenes])
+    images = renderer.render([FrameJob(e.embeds, 100 + i) for i, e in enumerate(embeds)])
+    found = [detect(image) for image in images]
+    colour = sum(d["colour"] == s.colour for s, d in zip(scenes, found, strict=True))
+    position = sum(d["position"] == s.position for s, d in zip(scenes, found, strict=True))
+    assert colour >= 9 and position >= 9, (colour, position)
+
+
+def test_toy_pairs_share_as_many_attributes_as_their_score_says() -> None:
+    pairs = toy_pairs(6, 3)
+    assert pairs.equals(toy_pairs(6, 3)) and not pairs.equals(toy_pairs(6, 4))
+    assert sorted(pairs["score"].to_list()) == sorted(float(s) for s in range(5) for _ in range(6))
+    assert pairs["pair_id"].n_unique() == len(pairs)
+    said = {world.caption(s): s for s in _every_full_caption()}
+    for row in pairs.iter_rows(named=True):
+        a, b = said[row["prompt_a"]], said[row["prompt_b"]]
+        assert shared(a, b) == row["score"] < len(ATTRIBUTES)
+        assert not a.held_out and not b.held_out
+
+
+def _every_full_caption() -> list[world.Scene]:
+    """Every scene said with a template that names all five attributes."""
+    return [
+        world.Scene(shape, colour, size, r, c, bg, template, phrase)
+        for shape in world.SHAPES
+        for colour in world.COLOURS
+        for size in world.SIZES
+        for (r, c), phrases in world.POSITION_PHRASES.items()
+        for bg in world.BACKGROUNDS
+        for template in FULL_TEMPLATES
+        for phrase in range(len(phrases))
+    ]
+
+
+@pytest.mark.slow
+def test_toy_train_writes_a_loadable_folder_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "toy"
+    args = ["toy", "train", "--out", str(out), "--vae-steps", "2", "--unet-steps", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / RECORD).read_text())
+    assert record["config"]["vae_steps"] == record["config"]["unet_steps"] == 2
+    assert len((out / LOSS_LOG).read_text().splitlines()) == 1 + 4
+    pipe = StableDiffusionPipeline.from_pretrained(out, safety_checker=None)
+    assert pipe.vae.config.scaling_factor == pytest.approx(record["scaling_factor"])
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code != 0 and "pass --overwrite" in again.output
+    assert not list(tmp_path.glob(".toy.*"))  # no temporary folder left behind
