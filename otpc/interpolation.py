@@ -17,14 +17,16 @@ from otpc.atomic import atomic_dir
 from otpc.couplings import couple
 from otpc.embeddings import encode
 from otpc.images import grid, save_gif, save_png, strip
-from otpc.models import ModelSpec, load_pipeline
+from otpc.models import ModelSpec, describe, load_pipeline
 from otpc.pairs import pair_id_for
-from otpc.params import LpipsBackbone, RenderParams
+from otpc.params import LpipsBackbone, RenderParams, ScoreParams
 from otpc.paths import conditioning_path, t_grid
 from otpc.perceptual import PathLength, load_lpips, path_length, step_distances
 from otpc.render import Renderer
 from otpc.seeds import coupling_seed, latent_seed
 from otpc.text import shorten
+
+MIN_SIZE = ScoreParams.model_fields["min_size"].default  # LPIPS sees frames as the study does
 
 
 @dataclass
@@ -59,6 +61,7 @@ def interpolate_pair(
         for e in (ea, eb)
         if e.truncated
     ]
+    result.notes.append(f"model {describe(model.resolved)}")
     if model.resolved.random_weights:
         result.notes.append("model has random weights; images carry no meaning")
     ts = t_grid(settings.frames)
@@ -89,7 +92,7 @@ def interpolate_pair(
         for method, c, path_images in zip(
             methods, couplings, np.split(images, len(methods)), strict=True
         ):
-            smoothness = path_length(step_distances(metric, path_images))
+            smoothness = path_length(step_distances(metric, path_images, MIN_SIZE))
             strips.append(strip(list(path_images)))
             save_png(tmp / f"{method}.png", strips[-1])
             save_gif(tmp / f"{method}.gif", list(path_images))

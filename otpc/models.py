@@ -39,7 +39,7 @@ PRESETS: dict[str, Preset] = {
         None,
         None,
         "float32",
-        "otpc's toy model: SD-1.x-shaped, trained here on the toy world of shapes "
+        "otpc's toy model, SD-1.x-shaped, trained on a world of coloured shapes "
         "(not Stable Diffusion)",
     ),
     "tiny": Preset(None, None, "float32", "tiny SD-1.x-shaped pipeline, random weights"),

@@ -170,6 +170,12 @@ class ScoreParams(_Section):
     backbone: LpipsBackbone = Field(
         "imagenet", description="imagenet (an error where there are no weights) or untrained"
     )
+    min_size: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="frames smaller than this (px) are enlarged, each pixel repeated, for LPIPS",
+    )
 
 
 class AggregateParams(_Section):

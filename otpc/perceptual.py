@@ -93,10 +93,26 @@ def to_lpips_input(images: np.ndarray) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
-def step_distances(metric: Lpips, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """d_k = LPIPS(I_k, I_{k+1}) for frames (K, H, W, 3) uint8, rounded to float32 precision
-    (returned as float64): the last bits of the computation vary between machines."""
-    x = to_lpips_input(frames)
+def enlarge(frames: np.ndarray, min_size: int) -> np.ndarray:
+    """Frames (K, H, W, 3) whose shorter side is below ``min_size``, enlarged by the smallest
+    integer factor that reaches it, each pixel repeated (no new colours); others unchanged.
+
+    LPIPS's networks see an image through AlexNet's or VGG's receptive fields, made for
+    patches of 64 px and more: on a 32 px image AlexNet's last layers are 1 x 1 and barely
+    tell a square from a circle.
+    """
+    side = min(frames.shape[1:3])
+    factor = -(-min_size // side) if side < min_size else 1
+    return frames.repeat(factor, axis=1).repeat(factor, axis=2) if factor > 1 else frames
+
+
+def step_distances(
+    metric: Lpips, frames: np.ndarray, min_size: int, batch_size: int = 64
+) -> np.ndarray:
+    """d_k = LPIPS(I_k, I_{k+1}) for frames (K, H, W, 3) uint8 (``enlarge``d to ``min_size``),
+    rounded to float32 precision (returned as float64): the last bits of the computation vary
+    between machines."""
+    x = to_lpips_input(enlarge(frames, min_size))
     first, second = x[:-1], x[1:]
     out = [
         metric.distance(first[i : i + batch_size], second[i : i + batch_size])

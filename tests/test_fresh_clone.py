@@ -103,7 +103,9 @@ def test_make_repro_logs_exactly_one_complete_run(clones, tmp_path: Path) -> Non
     lock = yaml.safe_load((first / "dvc.lock").read_text())
     summary = json.loads((first / "metrics/summary.json").read_text())
     assert_complete(uri, only, lock, summary, tmp_path)
-    assert only.data.tags["random_weights"] == "True"
+    assert only.data.tags["random_weights"] == "False"
+    assert only.data.tags["model"] == summary["model"]
+    assert "not Stable Diffusion" in only.data.tags["model"]
 
 
 def test_second_repro_runs_and_logs_nothing(clones) -> None:

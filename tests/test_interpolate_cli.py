@@ -15,6 +15,7 @@ from PIL import Image
 
 from otpc.cli import main
 from otpc.embeddings import encode
+from otpc.interpolation import MIN_SIZE
 from otpc.perceptual import load_lpips, path_length, step_distances
 
 PROMPTS = ("a bowl of ripe peaches", "two cats asleep on a sofa")
@@ -31,6 +32,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
         [
             "interpolate",
             *PROMPTS,
+            "--model",
+            "tiny",
             "--methods",
             ",".join(METHODS),
             "--frames",
@@ -107,7 +110,7 @@ def test_prints_cost_and_ppl_of_each_path(run, tiny) -> None:
     assert report["ot"]["cost"] <= report["clip"]["cost"] < report["random"]["cost"]
     metric = load_lpips("alex")
     for m in METHODS:
-        expected = path_length(step_distances(metric, frames_of(out / f"{m}.png")))
+        expected = path_length(step_distances(metric, frames_of(out / f"{m}.png"), MIN_SIZE))
         for name in ("ppl", "length", "max_step"):
             assert report[m][name] == pytest.approx(getattr(expected, name), abs=2e-5)
         assert report[m]["ppl_norm"] == pytest.approx(expected.ppl_norm, rel=1e-3, abs=2e-5)

@@ -30,7 +30,7 @@ from otpc.backbones import (
     torch_weights,
 )
 from otpc.errors import InputError
-from otpc.perceptual import _load_convs, load_lpips, step_distances, to_lpips_input
+from otpc.perceptual import _load_convs, enlarge, load_lpips, step_distances, to_lpips_input
 from otpc.project import otpc_home
 from tests.project import ROOT
 
@@ -210,8 +210,24 @@ def test_step_distances_follow_the_path(torch_home: Path) -> None:
     metric = load_lpips("alex")
     frames = np.random.default_rng(2).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
     frames[2] = frames[1]
-    d = step_distances(metric, frames, batch_size=2)
+    d = step_distances(metric, frames, 64, batch_size=2)
     x = to_lpips_input(frames)
     assert d.shape == (3,) and d[1] == 0
     expected = metric.distance(x[:-1], x[1:]).numpy().astype(np.float32)
     np.testing.assert_array_equal(d, expected)  # rounded to float32 precision
+
+
+def test_small_frames_are_enlarged_by_pixel_repetition_before_lpips(torch_home: Path) -> None:
+    """A 24 px frame is measured as the 72 px frame with each pixel repeated 3 x 3 (the
+    smallest integer factor reaching 64); a frame of 64 px or more as it is."""
+    metric = load_lpips("alex")
+    frames = np.random.default_rng(3).integers(0, 256, (3, 24, 24, 3), dtype=np.uint8)
+    big = enlarge(frames, 64)
+    assert big.shape == (3, 72, 72, 3) and np.array_equal(
+        big[:, 3:6, 6:9], frames[:, 1:2, 2:3].repeat(3, 1).repeat(3, 2)
+    )
+    np.testing.assert_array_equal(
+        step_distances(metric, frames, 64), step_distances(metric, big, 1)
+    )
+    assert enlarge(big, 64) is big
+    assert not np.array_equal(step_distances(metric, frames, 64), step_distances(metric, frames, 1))

@@ -69,7 +69,7 @@ def score_paths(
     index = FRAMES.read(render_dir / INDEX)
     metric = load_lpips(params.net, device, params.backbone)
     tag = metric.tag
-    metric_id = f"{tag}:{metric.dtype}"
+    metric_id = f"{tag}:{metric.dtype}:{params.min_size}px"
     rows = []
     scored = 0
     paths = index.sort("path_id", "k").group_by("path_id", maintain_order=True)
@@ -84,7 +84,7 @@ def score_paths(
             frames = np.stack(
                 [png.decode(blob, f)[0] for f, blob in zip(files, blobs, strict=True)]
             )
-            steps = step_distances(metric, frames, params.batch_size).tolist()
+            steps = step_distances(metric, frames, params.min_size, params.batch_size).tolist()
             scored += 1
             write_json(entry, {"path_id": path_id, "metric": tag, "steps": steps})
         rows.append(
