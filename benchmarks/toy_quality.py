@@ -37,6 +37,8 @@ ATTRIBUTES = ("shape", "colour", "size", "position", "background")
 KINDS = {
     "held-out phrasing": lambda s: s.template in world.HELD_OUT_TEMPLATES,
     "held-out combination": lambda s: (s.colour, s.shape) in world.HELD_OUT_COMBOS,
+    # the other captions leave the background to the model: any is right by the words
+    "background in the caption": lambda s: "{background}" in world.TEMPLATES[s.template],
 }
 
 

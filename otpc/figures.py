@@ -132,7 +132,8 @@ def strips_figure(
     n_rows = sum(len(strips) for _, _, strips in rows)
     height, width = next(iter(rows[0][2].values())).shape[:2]
     dpi, max_width_in, label_in = 100, 16.0, 1.2
-    scale = min(1.0, (max_width_in - label_in) * dpi / width)  # never upscale the frames
+    # small frames (the toy model's 32 px) shown enlarged by an integer factor, pixels kept
+    scale = min(float(max(1, 96 // height)), (max_width_in - label_in) * dpi / width)
     row_in = height * scale / dpi + 0.3
     fig, axes = plt.subplots(
         n_rows, 1, figsize=(width * scale / dpi + label_in, row_in * n_rows + 0.6), squeeze=False
@@ -141,7 +142,7 @@ def strips_figure(
     for title, group, strips in rows:
         for j, (method, image) in enumerate(strips.items()):
             ax = axes[i, 0]
-            ax.imshow(image)
+            ax.imshow(image, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_ylabel(method, rotation=0, ha="right", va="center", fontsize=8)

@@ -23,7 +23,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copy(CSV, tmp_path / "pairs.csv")
-    edit_params(tmp_path / "params.yaml", data={"path": "pairs.csv"})
+    edit_params(tmp_path / "params.yaml", data={"source": "csv", "path": "pairs.csv"})
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -49,7 +49,7 @@ def test_unknown_method_names_the_key_and_writes_nothing(workdir: Path) -> None:
 
 @pytest.mark.parametrize(
     "render, message",
-    [({"frames": 1}, "render.frames = 1"), ({"height": 66}, "render.height = 66")],
+    [({"frames": 1}, "render.frames = 1"), ({"height": 65}, "render.height = 65")],
 )
 def test_each_stage_runs_the_same_check_first(workdir: Path, render: dict, message: str) -> None:
     edit_params(workdir / "params.yaml", render=render)
@@ -170,8 +170,8 @@ def setting(section: str, **values: object) -> Callable[[str], str]:
 # Params that used to pass `otpc check` and fail part-way through the pipeline.
 BAD_PARAMS = {
     "height not a multiple of the VAE factor": (
-        setting("render", height=66),
-        "render.height = 66: must be a multiple of 4",
+        setting("render", height=65),
+        "render.height = 65: must be a multiple of 2",
     ),
     "no such device": (setting("model", device="banana"), "model.device = 'banana': not a device"),
     "device not on this machine": (

@@ -174,7 +174,7 @@ def use_model(workdir: Path, folder: Path) -> None:
     """Point the params' model.name at ``folder``."""
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["model"]["name"] = str(folder)
-    params["data"]["path"] = "pairs.csv"
+    params["data"] |= {"source": "csv", "path": "pairs.csv"}
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
 
 

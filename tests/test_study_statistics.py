@@ -38,7 +38,10 @@ def summary(project: Path) -> dict:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = make_project(
         tmp_path_factory.mktemp("stats") / "study",
-        {"data": {"path": "pairs.csv", "n_per_group": 2}, "couple": {"methods": METHODS}},
+        {
+            "data": {"source": "csv", "path": "pairs.csv", "n_per_group": 2},
+            "couple": {"methods": METHODS},
+        },
     )
     (path / "pairs.csv").write_text(CSV)
     run(["dvc", "repro", "aggregate"], path)

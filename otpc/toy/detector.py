@@ -50,6 +50,8 @@ def detect(image: np.ndarray) -> Detected:
     colour = _nearest(pixels[far].mean(axis=0), COLOURS)
     fg = np.array(COLOURS[colour], float)
     body = ((pixels - fg) ** 2).sum(axis=-1) < ((pixels - bg) ** 2).sum(axis=-1)
+    if not body.any():  # a generated smudge nearer the background than any colour
+        body = far
     rows, cols = np.nonzero(body)
     top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     side = max(bottom - top, right - left)

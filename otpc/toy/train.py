@@ -5,7 +5,10 @@ on the toy world's scenes and captions.
 Two phases, both seeded and run for a fixed number of steps:
 
 1. the autoencoder learns to reconstruct the training scenes (32 px to 16 x 16 x 4
-   latents), minimising ``MSE(x, D(z)) + kl_weight * KL(q(z|x) || N(0, I))``;
+   latents), minimising ``sum_p w_p (x_p - D(z)_p)^2 / sum_p w_p + kl_weight * KL(q(z|x) ||
+   N(0, I))``, where a pixel of the shape weighs ``1 + foreground_weight`` and one of the
+   background 1 (the shape is a few percent of the pixels; unweighted, its colour and
+   outline are what the loss neglects);
 2. the text encoder and the U-Net learn together to predict the noise,
    minimising ``w(t) * MSE(eps, eps_theta(sqrt(a_t) z + sqrt(1 - a_t) eps, t, E(c)))`` with
    Min-SNR weights ``w(t) = min(SNR(t), 5) / SNR(t)``; a caption is replaced by the empty one
@@ -28,7 +31,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -58,7 +61,8 @@ def code_version() -> str:
 
 def _parts(seed: int) -> dict[str, Any]:
     """The untrained pipeline: CLIP tokenizer, a 2-layer 64-wide CLIP text encoder, a
-    two-level cross-attention U-Net (32, 64 channels) on 16 x 16 x 4 latents, a 2x KL
+    three-level cross-attention U-Net (32, 64, 64 channels) on 16 x 16 x 4 latents (the
+    third level at 4 x 4 lets every position see the whole picture), a 2x KL
     autoencoder and a DDIM scheduler with Stable Diffusion's noise schedule."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
@@ -73,10 +77,10 @@ def _parts(seed: int) -> dict[str, Any]:
             in_channels=4,
             out_channels=4,
             layers_per_block=1,
-            block_out_channels=(32, 64),
+            block_out_channels=(32, 64, 64),
             norm_num_groups=16,
-            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            down_block_types=("CrossAttnDownBlock2D",) * 3,
+            up_block_types=("CrossAttnUpBlock2D",) * 3,
             cross_attention_dim=64,
             attention_head_dim=8,
         ),
@@ -136,25 +140,32 @@ def training_images() -> list[world.Scene]:
     ]
 
 
-def train_vae(vae: Any, cfg: TrainConfig, log: csv.writer) -> float:
+LossLog = Callable[[str, int, float], object]  # (phase, step, loss) -> a row of the log
+
+
+def train_vae(vae: Any, cfg: TrainConfig, log: LossLog) -> float:
     """Fit the autoencoder to the training scenes; returns the latents' scaling factor
     (one over the standard deviation of the encoded training scenes, as SD's 0.18215)."""
     rng = np.random.default_rng([cfg.seed, 1])
-    images = _pixels(training_images())
+    scenes = training_images()
+    images = _pixels(scenes)
+    masks = np.stack([world.mask(s.shape, s.size, s.row, s.column) for s in scenes])
+    weights = 1.0 + cfg.foreground_weight * torch.from_numpy(masks).float()[:, None]
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
     vae.train()
     for step, bar in _steps(cfg.vae_steps, "vae"):
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup)
-        batch = images[torch.from_numpy(rng.integers(len(images), size=cfg.batch_size))]
+        pick = torch.from_numpy(rng.integers(len(images), size=cfg.batch_size))
+        batch, w = images[pick], weights[pick]
         posterior = vae.encode(batch).latent_dist
         rec = vae.decode(posterior.sample()).sample
-        mse = torch.nn.functional.mse_loss(rec, batch)
+        mse = (w * (rec - batch) ** 2).sum() / (3 * w.sum())
         loss = mse + cfg.kl_weight * posterior.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        log.writerow(["vae", step, f"{mse.item():.6f}"])
+        log("vae", step, mse.item())
         bar.set_postfix(mse=f"{mse.item():.4f}")
     vae.eval()
     with torch.no_grad():
@@ -162,7 +173,7 @@ def train_vae(vae: Any, cfg: TrainConfig, log: csv.writer) -> float:
     return float(1.0 / latents.std())
 
 
-def train_denoiser(parts: dict[str, Any], cfg: TrainConfig, log: csv.writer) -> None:
+def train_denoiser(parts: dict[str, Any], cfg: TrainConfig, log: LossLog) -> None:
     """Fit the text encoder and the U-Net together on the training captions (eps-prediction,
     Min-SNR weights, caption dropout for classifier-free guidance)."""
     from diffusers import DDPMScheduler
@@ -173,11 +184,12 @@ def train_denoiser(parts: dict[str, Any], cfg: TrainConfig, log: csv.writer) -> 
     rng = np.random.default_rng([cfg.seed, 2])
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     train = world.scenes(cfg.unet_steps * cfg.batch_size, cfg.seed, "train")
-    keys = sorted({_scene_key(s) for s in train})
+    pictures = {_scene_key(s): s for s in reversed(train)}  # one scene per distinct picture
+    keys = sorted(pictures)
     index = {k: i for i, k in enumerate(keys)}
     with torch.no_grad():
         scaling = vae.config.scaling_factor
-        stats = vae.encode(_pixels([world.Scene(*k, 0, 0) for k in keys])).latent_dist
+        stats = vae.encode(_pixels([pictures[k] for k in keys])).latent_dist
         means, stds = stats.mean * scaling, stats.std * scaling
     captions = [world.caption(s) for s in train]
     noise_schedule = DDPMScheduler(**BETAS)
@@ -208,7 +220,7 @@ def train_denoiser(parts: dict[str, Any], cfg: TrainConfig, log: csv.writer) -> 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        log.writerow(["denoiser", step, f"{loss.item():.6f}"])
+        log("denoiser", step, loss.item())
         bar.set_postfix(loss=f"{loss.item():.4f}")
     unet.eval()
     text_encoder.eval()
@@ -234,8 +246,12 @@ def _train_into(out: Path, cfg: TrainConfig, command: str) -> dict[str, Any]:
     parts = _parts(cfg.seed)
     times: dict[str, float] = {}
     with open(out / LOSS_LOG, "w", newline="") as fh:
-        log = csv.writer(fh)
-        log.writerow(["phase", "step", "loss"])
+        writer = csv.writer(fh)
+        writer.writerow(["phase", "step", "loss"])
+
+        def log(phase: str, step: int, loss: float) -> None:
+            writer.writerow([phase, step, f"{loss:.6f}"])
+
         scaling = train_vae(parts["vae"], cfg, log)
         parts["vae"].register_to_config(scaling_factor=scaling)
         times["vae_s"] = time.perf_counter() - start
