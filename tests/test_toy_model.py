@@ -66,7 +66,7 @@ def test_the_toy_model_draws_what_held_out_captions_say(toy) -> None:
     in training), the detector reads the captions' colour and position back from most
     images: the model is not noise. (The benchmark measures every attribute on 300.)"""
     scenes = world.scenes(12, 5, "test")
-    renderer = Renderer(toy, RenderSettings(steps=8, guidance=1.0, batch_size=12))
+    renderer = Renderer(toy, RenderSettings(steps=6, guidance=1.0, batch_size=12))
     embeds = encode(toy, [world.caption(s) for s in scenes])
     images = renderer.render([FrameJob(e.embeds, 100 + i) for i, e in enumerate(embeds)])
     found = [detect(image) for image in images]
