@@ -185,8 +185,8 @@ BAD_PARAMS = {
     "empty file": (lambda text: "", "the file is empty"),
     "null file": (lambda text: "null\n", "the file is empty"),
     "duplicate key": (
-        lambda text: text.replace("  steps: 15", "  steps: 15\n  steps: 30"),
-        "duplicate key 'steps'",
+        lambda text: text.replace("study: otpc-demo", "study: otpc-demo\nstudy: again"),
+        "duplicate key 'study'",
     ),
     "empty study name": (
         lambda text: text.replace("study: otpc-demo", 'study: ""'),
