@@ -116,3 +116,9 @@ def test_toy_train_writes_a_loadable_folder_and_refuses_to_overwrite(tmp_path: P
     again = CliRunner().invoke(main, args)
     assert again.exit_code != 0 and "pass --overwrite" in again.output
     assert not list(tmp_path.glob(".toy.*"))  # no temporary folder left behind
+    # the same command trains the same weights, byte for byte (on this machine)
+    retrained = tmp_path / "again"
+    args[args.index(str(out))] = str(retrained)
+    assert CliRunner().invoke(main, args).exit_code == 0
+    for weights in sorted(out.rglob("*.safetensors")):
+        assert weights.read_bytes() == (retrained / weights.relative_to(out)).read_bytes()
