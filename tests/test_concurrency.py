@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from otpc.frame_cache import FrameCache
 from tests.mlflow_checks import study_statuses
@@ -57,7 +58,8 @@ def test_two_queued_experiments_run_concurrently(tmp_path: Path) -> None:
             row[0] for row in db.execute("select value from params where key = 'render.guidance'")
         }
     assert study_statuses(project / "mlflow.db") == ["FINISHED"] * 3
-    assert guidance == {"7.5", "5.0", "9.0"}
+    baseline = yaml.safe_load((project / "params.yaml").read_text())["render"]["guidance"]
+    assert guidance == {str(float(baseline)), "5.0", "9.0"}
 
     cache = FrameCache(project / ".otpc_cache/frames")
     frames = list(cache.root.rglob("*.png"))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.mlflow_checks import study_statuses
 from tests.project import make_project, ran_stages, run, set_params
@@ -65,11 +66,12 @@ def test_methods_change_does_not_resample_or_reembed(project: Path) -> None:
 
 
 def test_render_param_rerenders_from_cache_when_reverted(project: Path) -> None:
+    before = yaml.safe_load((project / "params.yaml").read_text())["render"]["guidance"]
     set_params(project, {"render": {"guidance": 3.0}})
     proc = run(["dvc", "repro"], project)
     assert ran_stages(proc.stdout) == ["render", "score", "aggregate", "log"]
     assert "render: 0 frame(s) rendered" not in proc.stdout
-    set_params(project, {"render": {"guidance": 7.5}})
+    set_params(project, {"render": {"guidance": before}})
     proc = run(["dvc", "repro"], project)
     # DVC's run-cache restores the earlier outputs: render does not run again.
     assert "render" not in ran_stages(proc.stdout)
