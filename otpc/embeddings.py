@@ -1,4 +1,4 @@
-"""Prompt embeddings exactly as the diffusers pipeline feeds them to the U-Net.
+"""Prompt embeddings exactly as the diffusers pipeline feeds them to its denoiser.
 
 Each distinct prompt is stored once, as ``<key>.safetensors`` named by the hash of its
 text, so an embedding written by a crashed run is either complete or absent. A file's bytes
@@ -12,7 +12,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -20,6 +19,7 @@ from safetensors.torch import save_file
 
 from otpc.atomic import write_with
 from otpc.errors import InputError
+from otpc.families import Family, family_for
 from otpc.models import LoadedModel
 from otpc.quiet import quiet_libraries
 
@@ -46,58 +46,34 @@ def prompt_key(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:24]
 
 
-def token_count(pipe: Any, prompt: str) -> tuple[int, bool]:
-    """Tokens of ``prompt`` (with start/end tokens) and whether the pipeline truncates it."""
-    ids = pipe.tokenizer(prompt, truncation=False).input_ids
-    return len(ids), len(ids) > pipe.tokenizer.model_max_length
-
-
-def token_digest(pipe: Any, prompt: str) -> str:
+def token_digest(family: Family, prompt: str) -> str:
     """A hash of the ids every tokenizer of the pipeline gives ``prompt``, padded and
     truncated as the pipeline pads and truncates it."""
     h = hashlib.sha256()
-    for tokenizer in (getattr(pipe, "tokenizer", None), getattr(pipe, "tokenizer_2", None)):
-        if tokenizer is not None:
-            ids = tokenizer(
-                prompt,
-                padding="max_length",
-                max_length=tokenizer.model_max_length,
-                truncation=True,
-            ).input_ids
-            h.update(json.dumps(ids).encode())
+    for tokenizer, length in family.tokenizers():
+        ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True).input_ids
+        h.update(json.dumps(ids).encode())
     return h.hexdigest()[:16]
 
 
 @torch.no_grad()
 def encode(model: LoadedModel, prompts: list[str]) -> list[PromptEmbedding]:
-    """Encode ``prompts`` with the pipeline's own ``encode_prompt`` (no CFG, one image)."""
+    """Encode ``prompts`` as the model family's pipeline does (no CFG, one image)."""
+    family = family_for(model.pipe)
     with quiet_libraries():  # the pipeline would print the text a long prompt loses
-        embeds, pooled = encode_batch(model.pipe, prompts, model.resolved.device)
-        counts = [token_count(model.pipe, prompt) for prompt in prompts]
+        cond = family.encode(prompts, model.resolved.device)
+        counts = [family.token_count(prompt) for prompt in prompts]
     return [
         PromptEmbedding(
             prompt,
-            embeds[i].float().cpu(),
+            cond.rows[i].float().cpu(),
             n,
             truncated,
-            token_digest(model.pipe, prompt),
-            None if pooled is None else pooled[i].float().cpu(),
+            token_digest(family, prompt),
+            None if cond.pooled is None else cond.pooled[i].float().cpu(),
         )
         for i, (prompt, (n, truncated)) in enumerate(zip(prompts, counts, strict=True))
     ]
-
-
-def encode_batch(
-    pipe: Any, prompts: list[str], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(prompt_embeds, pooled or None) for a list of prompts, via ``pipe.encode_prompt``."""
-    if hasattr(pipe, "text_encoder_2"):  # SDXL: two encoders, plus a pooled vector
-        embeds, _, pooled, _ = pipe.encode_prompt(
-            prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
-        )
-        return embeds, pooled
-    embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
-    return embeds, None
 
 
 def save(folder: Path, emb: PromptEmbedding) -> Path:

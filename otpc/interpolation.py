@@ -5,7 +5,6 @@ model and render settings, the frames are the study's."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,10 +106,8 @@ def _render(
     """All frames (F, n, d) from the same noise, in batches; the bar advances per step."""
     batch_size = renderer.settings.batch_size
     starts = range(0, len(rows), batch_size)
-    scheduler = copy.deepcopy(renderer.pipe.scheduler)
-    scheduler.set_timesteps(renderer.settings.steps)
     with tqdm(
-        total=len(starts) * len(scheduler.timesteps),
+        total=len(starts) * len(renderer.scheduler().timesteps),
         desc=f"render {len(rows)} frames",
         unit="step",
         dynamic_ncols=True,

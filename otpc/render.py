@@ -1,14 +1,15 @@
-"""otpc's renderer: a batched classifier-free-guidance denoising loop over diffusers parts.
+"""otpc's renderer: a batched denoising loop over diffusers parts, for every model family.
 
-Many frames (of many paths) go through the U-Net together, with the unconditional half of
-CFG in the same batch; latents are decoded in bounded chunks and frames are written to the
-content-addressed cache by background threads while the next batch is on the device, so
-memory is bounded by ``batch_size`` whatever the study's size. For the same embeddings,
-noise and scheduler it produces StableDiffusionPipeline's images.
+Many frames (of many paths) go through the denoiser together, with the unconditional half of
+classifier-free guidance in the same batch; latents are decoded in bounded chunks and frames
+are written to the content-addressed cache by background threads while the next batch is on
+the device, so memory is bounded by ``batch_size`` whatever the study's size. What differs
+between families (encoding, guidance, latent shapes, decoding) is ``otpc.families``'; for
+the same embeddings, noise and scheduler the frames are the family's diffusers pipeline's.
 
-On CUDA the U-Net and VAE run channels-last with fused QKV projections (SDPA attention,
+On CUDA the denoiser and VAE run channels-last with fused QKV projections (SDPA attention,
 the model's dtype: fp16/bf16 for the presets) and cuDNN autotuning; ``compile`` wraps the
-U-Net in ``torch.compile`` after fusing, with static shapes (short batches are padded).
+denoiser in ``torch.compile`` after fusing, with static shapes (short batches are padded).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from otpc.embeddings import encode_batch
 from otpc.errors import InputError
+from otpc.families import Conditioning, cat, family_for
 from otpc.frame_cache import FrameCache, frame_key
 from otpc.models import LoadedModel
 from otpc.params import RenderSettings, speed_only
@@ -36,7 +37,8 @@ from otpc.params import RenderSettings, speed_only
 
 @dataclass(frozen=True)
 class FrameJob:
-    """One image to render: its embedding (n x d), its noise seed, and SDXL's pooled vector."""
+    """One image to render: its rows (n x d), its noise seed, and the pooled vector of models
+    that have one."""
 
     embedding: torch.Tensor
     latent_seed: int
@@ -130,7 +132,8 @@ def optimise_for_speed(unet: torch.nn.Module, vae: torch.nn.Module) -> None:
 class Renderer:
     """Renders batches of prompt embeddings to uint8 images with one model.
 
-    On CUDA it optimises the pipeline's U-Net and VAE in place (see ``optimise_for_speed``).
+    Everything that differs between model families goes through ``otpc.families``. On CUDA
+    it optimises the denoiser and VAE in place (see ``optimise_for_speed``).
     ``InputError`` if the pipeline's scheduler draws noise in its steps: the study's frames
     must be functions of their embedding and noise seed (see ``scheduler_draws_noise``).
     """
@@ -140,28 +143,23 @@ class Renderer:
         self.settings = settings
         self.res = model.resolved
         require_deterministic_scheduler(pipe.scheduler, self.res.label or self.res.source)
-        self.unet, self.vae = pipe.unet, pipe.vae
-        self.scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.height = settings.height or self.unet.config.sample_size * self.scale
-        self.width = settings.width or self.unet.config.sample_size * self.scale
-        if self.height % self.scale or self.width % self.scale:
-            raise ValueError(f"render height/width must be multiples of {self.scale}")
-        self.is_xl = hasattr(pipe, "text_encoder_2")
-        if self.is_xl and self.vae.dtype == torch.float16 and self.vae.config.force_upcast:
-            self.vae.to(torch.float32)  # SDXL's VAE overflows in fp16; its pipeline upcasts too
+        self.family = family = family_for(pipe)
+        height, width = family.default_size()
+        self.height = settings.height or height
+        self.width = settings.width or width
+        if self.height % family.size_multiple or self.width % family.size_multiple:
+            raise ValueError(f"render height/width must be multiples of {family.size_multiple}")
+        family.prepare()
         with torch.no_grad():
-            neg, neg_pooled = encode_batch(pipe, [""], self.res.device)
-        if neg_pooled is not None and pipe.config.get("force_zeros_for_empty_prompt", False):
-            neg, neg_pooled = torch.zeros_like(neg), torch.zeros_like(neg_pooled)  # as SDXL does
-        self.negative = neg[0].to(self.res.dtype)
-        self.negative_pooled = None if neg_pooled is None else neg_pooled[0].to(self.res.dtype)
+            negative = family.unconditional(self.res.device)
+        self.negative = negative.to(self.res.device, self.res.dtype)
         self.context = self._context()
         if self.res.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-            optimise_for_speed(self.unet, self.vae)
+            optimise_for_speed(family.denoiser, family.vae)
         if settings.compile:
-            self.unet = torch.compile(
-                self.unet, mode=settings.compile_mode, fullgraph=True, dynamic=False
+            family.denoiser = torch.compile(
+                family.denoiser, mode=settings.compile_mode, fullgraph=True, dynamic=False
             )
 
     def _context(self) -> str:
@@ -172,13 +170,13 @@ class Renderer:
         settings.update(height=self.height, width=self.width)
         scheduler = {k: v for k, v in self.pipe.scheduler.config.items() if not k.startswith("_")}
         scheduler["class"] = type(self.pipe.scheduler).__name__
-        neg = hashlib.sha256(self.negative.float().cpu().numpy().tobytes()).hexdigest()[:16]
+        rows = self.negative.rows[0].float().cpu().numpy()
         return json.dumps(
             {
                 "model": self.res.fingerprint,
                 "scheduler": scheduler,
                 "settings": settings,
-                "negative": neg,
+                "negative": hashlib.sha256(rows.tobytes()).hexdigest()[:16],
             },
             sort_keys=True,
             default=str,
@@ -190,33 +188,26 @@ class Renderer:
 
     def initial_latents(self, seed: int) -> torch.Tensor:
         """The seeded starting noise (1, C, h, w) of a frame."""
-        return initial_latents(
-            (1, self.unet.config.in_channels, self.height // self.scale, self.width // self.scale),
-            seed,
-        )
+        return initial_latents((1, *self.family.noise_shape(self.height, self.width)), seed)
 
-    def _added_cond(self, pooled: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
-        """SDXL's extra conditioning: pooled text vector and size/crop ids."""
-        ids = torch.tensor(
-            [self.height, self.width, 0, 0, self.height, self.width],
-            device=self.res.device,
-            dtype=self.res.dtype,
-        ).repeat(batch, 1)
-        return {"text_embeds": pooled, "time_ids": ids}
+    def scheduler(self) -> Any:
+        """A fresh copy of the pipeline's scheduler, set for these settings."""
+        scheduler = copy.deepcopy(self.pipe.scheduler)
+        self.family.set_timesteps(
+            scheduler, self.settings.steps, self.height, self.width, self.res.device
+        )
+        return scheduler
 
     def render(self, jobs: Sequence[FrameJob]) -> np.ndarray:
         """Images (len(jobs), H, W, 3) uint8; with ``compile`` a short batch is padded to
-        ``batch_size`` so the compiled U-Net sees one shape only."""
-        embeds = torch.stack([job.embedding for job in jobs])
+        ``batch_size`` so the compiled denoiser sees one shape only."""
+        cond = cat([Conditioning(job.embedding[None], _batch_of(job.pooled)) for job in jobs])
         latents = torch.cat([self.initial_latents(job.latent_seed) for job in jobs])
-        pooled = _stack_pooled(jobs) if self.is_xl else None
         pad = self.settings.batch_size - len(jobs) if self.settings.compile else 0
         if pad > 0:
-            embeds = torch.cat([embeds, embeds[-1:].expand(pad, -1, -1)])
+            cond = cat([cond, Conditioning(cond.rows[-1:], _last(cond.pooled)).expand(pad)])
             latents = torch.cat([latents, latents[-1:].expand(pad, -1, -1, -1)])
-            if pooled is not None:
-                pooled = torch.cat([pooled, pooled[-1:].expand(pad, -1)])
-        return self.render_batch(embeds, latents, pooled)[: len(jobs)]
+        return self.render_batch(cond.rows, latents, cond.pooled)[: len(jobs)]
 
     @torch.no_grad()
     def render_batch(
@@ -226,35 +217,22 @@ class Renderer:
         pooled: torch.Tensor | None = None,
         on_step: Callable[[], object] | None = None,
     ) -> np.ndarray:
-        """Images (B, H, W, 3) uint8 for embeddings (B, n, d) from noise (B, C, h, w);
-        ``on_step`` is called after each denoising step (for progress bars)."""
-        dev, dtype = self.res.device, self.res.dtype
-        batch = embeds.shape[0]
-        cfg = self.settings.guidance > 1.0
-        scheduler = copy.deepcopy(self.pipe.scheduler)
-        scheduler.set_timesteps(self.settings.steps, device=dev)
-        cond = embeds.to(dev, dtype)
+        """Images (B, H, W, 3) uint8 for rows (B, n, d) (and pooled vectors (B, p)) from
+        noise (B, C, h, w); ``on_step`` is called after each denoising step (progress bars)."""
+        dev, dtype, guidance = self.res.device, self.res.dtype, self.settings.guidance
+        cfg = self.family.uses_cfg(guidance)
+        scheduler = self.scheduler()
+        cond = Conditioning(embeds, pooled).to(dev, dtype)
         if cfg:
-            cond = torch.cat([self.negative.expand(batch, -1, -1), cond])
-        added = None
-        if self.is_xl:
-            if pooled is None or self.negative_pooled is None:
-                raise ValueError("an SDXL-shaped model needs a pooled vector for every frame")
-            pool = pooled.to(dev, dtype)
-            if cfg:
-                pool = torch.cat([self.negative_pooled.expand(batch, -1), pool])
-            added = self._added_cond(pool, pool.shape[0])
-        lat = latents.to(dev, dtype) * scheduler.init_noise_sigma
+            cond = cat([self.negative.expand(len(cond)), cond])
+        lat = self.family.start(latents.to(dev, dtype), scheduler)
         for t in scheduler.timesteps:
             x = torch.cat([lat, lat]) if cfg else lat
-            x = scheduler.scale_model_input(x, t)
-            eps = self.unet(
-                x, t, encoder_hidden_states=cond, added_cond_kwargs=added, return_dict=False
-            )[0]
+            out = self.family.predict(scheduler, x, t, cond, guidance)
             if cfg:
-                uncond, text = eps.chunk(2)
-                eps = uncond + self.settings.guidance * (text - uncond)
-            lat = scheduler.step(eps, t, lat, return_dict=False)[0]
+                uncond, text = out.chunk(2)
+                out = uncond + guidance * (text - uncond)
+            lat = scheduler.step(out, t, lat, return_dict=False)[0]
             if on_step is not None:
                 on_step()
         return self.decode(lat)
@@ -265,19 +243,18 @@ class Renderer:
         arithmetic as the pipeline's image processor (converted on the device)."""
         chunks = []
         for chunk in latents.split(self.settings.decode_batch_size):
-            images = self.vae.decode(
-                chunk.to(self.vae.dtype) / self.vae.config.scaling_factor, return_dict=False
-            )[0]
+            images = self.family.decode(chunk)
             images = (images * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float()
             chunks.append((images * 255).round().to(torch.uint8))
         return torch.cat(chunks).cpu().numpy()
 
 
-def _stack_pooled(jobs: Sequence[FrameJob]) -> torch.Tensor:
-    pooled = [job.pooled for job in jobs]
-    if any(p is None for p in pooled):
-        raise ValueError("an SDXL-shaped model needs a pooled vector for every frame")
-    return torch.stack([p for p in pooled if p is not None])
+def _batch_of(vector: torch.Tensor | None) -> torch.Tensor | None:
+    return None if vector is None else vector[None]
+
+
+def _last(vectors: torch.Tensor | None) -> torch.Tensor | None:
+    return None if vectors is None else vectors[-1:]
 
 
 def _batches(

@@ -41,7 +41,7 @@ def pipeline_images(
     """The same frames from diffusers' own pipeline (PIL output, as users get it)."""
     out = pipe(
         prompt_embeds=embeds,
-        negative_prompt_embeds=renderer.negative.expand_as(embeds),
+        negative_prompt_embeds=renderer.negative.rows.expand_as(embeds),
         latents=latents.to(pipe.unet.dtype),
         num_inference_steps=STEPS,
         guidance_scale=guidance,

@@ -118,8 +118,10 @@ def test_renderer_matches_the_sdxl_pipeline(xl, xl_model: LoadedModel, pair) -> 
     assert np.abs(ours - reference()).max() <= 0.51  # uint8 rounding only
     # SDXL's unconditional branch is all zeros (force_zeros_for_empty_prompt), not the
     # embedding of "": rendering against the latter gives another image
-    empty, empty_pooled = embeddings.encode_batch(xl, [""], torch.device("cpu"))
-    other = reference(negative_prompt_embeds=empty, negative_pooled_prompt_embeds=empty_pooled)
+    empty = embeddings.encode(xl_model, [""])[0]
+    other = reference(
+        negative_prompt_embeds=empty.embeds[None], negative_pooled_prompt_embeds=empty.pooled[None]
+    )
     assert np.abs(ours - other).max() > 5
 
 
