@@ -49,6 +49,12 @@ PRESETS: dict[str, Preset] = {
     "tiny-sdxl": Preset(
         None, None, "float32", "tiny SDXL-shaped pipeline (two text encoders), random weights"
     ),
+    "tiny-sd3": Preset(
+        None, None, "float32", "tiny SD3-shaped pipeline (CLIP + T5 rows, MMDiT), random weights"
+    ),
+    "tiny-flux": Preset(
+        None, None, "float32", "tiny FLUX.1-dev-shaped pipeline (T5 rows, MMDiT), random weights"
+    ),
     "sd15": Preset(
         "stable-diffusion-v1-5/stable-diffusion-v1-5",
         "main",

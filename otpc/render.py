@@ -77,13 +77,16 @@ def scheduler_draws_noise(scheduler: Any, steps: int = PROBE_STEPS) -> bool:
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)  # the CPU's only: no other device's state
             probe = copy.deepcopy(scheduler)
-            probe.set_timesteps(steps, device="cpu")
+            # flow-matching schedulers with dynamic shift need one (any value will do here)
+            shift = {"mu": 1.0} if probe.config.get("use_dynamic_shifting") else {}
+            probe.set_timesteps(steps, device="cpu", **shift)
             gen = torch.Generator("cpu").manual_seed(0)
-            sample = torch.randn(1, 4, 8, 8, generator=gen) * probe.init_noise_sigma
+            sample = torch.randn(1, 4, 8, 8, generator=gen) * getattr(probe, "init_noise_sigma", 1)
             model_output = torch.randn(1, 4, 8, 8, generator=gen)
             taken = []
             for t in probe.timesteps[:2]:
-                probe.scale_model_input(sample, t)  # as the loop does (some schedulers check)
+                if hasattr(probe, "scale_model_input"):  # as the U-Net loop does (some check)
+                    probe.scale_model_input(sample, t)
                 sample = probe.step(model_output, t, sample, return_dict=False)[0]
                 taken.append(sample)
         outputs.append(taken)

@@ -1,6 +1,6 @@
-"""The offline models: tiny Stable-Diffusion-shaped pipelines with deterministic random weights.
+"""The offline models: tiny diffusers pipelines with deterministic random weights.
 
-Three kinds, each saved as a standard diffusers folder and loaded with the same
+Five kinds, each saved as a standard diffusers folder and loaded with the same
 ``from_pretrained`` code that loads the real models:
 
 - ``tiny``: SD-1.x-shaped (one CLIP text encoder, PNDM, epsilon prediction), 77 x 32.
@@ -8,6 +8,11 @@ Three kinds, each saved as a standard diffusers folder and loaded with the same
   linear-projection transformers, DDIM with v-prediction (as SD 2.1 768; 2.1 base is epsilon).
 - ``tiny-sdxl``: SDXL-shaped: two text encoders (32 + 64 columns, the second with a 32-d
   projection that gives the pooled vector), a ``text_time`` U-Net and the Euler scheduler.
+- ``tiny-sd3``: SD3-shaped: 77 CLIP rows (two encoders side by side, zero-padded to T5's
+  width) then 32 T5 rows, a pooled vector of both CLIPs, an ``SD3Transformer2DModel``.
+- ``tiny-flux``: FLUX.1-dev-shaped: T5 rows (32 x 32, from ``otpc.t5_vocab``'s tokenizer),
+  CLIP's pooled vector, a ``FluxTransformer2DModel`` with guidance embedding, the
+  flow-matching Euler scheduler with dynamic shift.
 
 Their images carry no meaning: every result made with them says it comes from random weights.
 The weights are drawn with NumPy's PCG64 and plain arithmetic, not torch's initialisers (whose
@@ -29,10 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from otpc import clip_vocab
+from otpc import clip_vocab, t5_vocab
 from otpc.atomic import temporary_prefix
 from otpc.project import otpc_home
 from otpc.quiet import quiet_libraries
+from otpc.t5_vocab import t5_tokenizer
 
 TINY_VERSION = "1"
 TINY_SEED = 20251117
@@ -265,18 +271,144 @@ def build_tiny_sdxl_pipeline(folder: Path) -> None:
     )
 
 
+TINY_T5_ROWS = 32  # the tiny T5 tokenizer's length: the rows of tiny-flux (FLUX.1: 512)
+
+
+def _tiny_t5(tokenizer, width: int, seed: int):  # -> transformers.T5EncoderModel
+    """A T5 v1.1-shaped encoder (gated GELU, relative positions), 2 layers, ``width`` wide."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=width,
+        d_kv=width // 4,
+        d_ff=2 * width,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    return _portable_init(T5EncoderModel(config), seed)
+
+
+def build_tiny_flux_pipeline(folder: Path) -> None:
+    """Create the tiny FLUX.1-dev-shaped pipeline at ``folder``: T5 rows (32 x 32), CLIP's
+    pooled 32 vector, a guidance-distilled MMDiT, 16-channel VAE latents packed 2 x 2."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    tokenizer = clip_tokenizer()
+    tokenizer_2 = t5_tokenizer(TINY_T5_ROWS)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels, packed 2 x 2
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 6, 6),
+    )
+    _save(
+        folder,
+        FluxPipeline,
+        {
+            "tokenizer": tokenizer,
+            "text_encoder": _portable_init(
+                CLIPTextModel(clip_text_config(tokenizer, 32)), TINY_SEED + 30
+            ),
+            "tokenizer_2": tokenizer_2,
+            "text_encoder_2": _tiny_t5(tokenizer_2, 32, TINY_SEED + 31),
+            "transformer": _portable_init(transformer, TINY_SEED + 32),
+            "vae": _vae(
+                TINY_SEED + 33,
+                scaling_factor=0.3611,
+                shift_factor=0.1159,
+                use_quant_conv=False,
+                use_post_quant_conv=False,
+            ),
+            "scheduler": FlowMatchEulerDiscreteScheduler(  # FLUX.1-dev's
+                shift=3.0,
+                use_dynamic_shifting=True,
+                base_shift=0.5,
+                max_shift=1.15,
+                base_image_seq_len=256,
+                max_image_seq_len=4096,
+            ),
+        },
+    )
+
+
+def build_tiny_sd3_pipeline(folder: Path) -> None:
+    """Create the tiny SD3-shaped pipeline at ``folder``: 77 CLIP rows (32 + 32 wide, padded
+    to 64) then 32 T5 rows (64 wide), a pooled 64 vector, an MMDiT on 2 x 2 patches."""
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextModelWithProjection
+
+    tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad_token="!")
+    tokenizer_3 = t5_tokenizer(TINY_T5_ROWS)
+    clip_l = clip_text_config(tokenizer, 32, projection_dim=32)
+    clip_g = clip_text_config(tokenizer_2, 32, hidden_act="gelu", projection_dim=32)
+    transformer = SD3Transformer2DModel(
+        sample_size=8,  # latents of the default 32 px image
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=64,
+        caption_projection_dim=32,
+        pooled_projection_dim=64,
+        pos_embed_max_size=8,
+    )
+    _save(
+        folder,
+        StableDiffusion3Pipeline,
+        {
+            "tokenizer": tokenizer,
+            "text_encoder": _portable_init(CLIPTextModelWithProjection(clip_l), TINY_SEED + 40),
+            "tokenizer_2": tokenizer_2,
+            "text_encoder_2": _portable_init(CLIPTextModelWithProjection(clip_g), TINY_SEED + 41),
+            "tokenizer_3": tokenizer_3,
+            "text_encoder_3": _tiny_t5(tokenizer_3, 64, TINY_SEED + 42),
+            "transformer": _portable_init(transformer, TINY_SEED + 43),
+            "vae": _vae(
+                TINY_SEED + 44,
+                scaling_factor=1.5305,
+                shift_factor=0.0609,
+                use_quant_conv=False,
+                use_post_quant_conv=False,
+            ),
+            "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0),  # SD3's
+        },
+    )
+
+
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny": build_tiny_pipeline,
     "tiny-sd2": build_tiny_sd2_pipeline,
     "tiny-sdxl": build_tiny_sdxl_pipeline,
+    "tiny-sd3": build_tiny_sd3_pipeline,
+    "tiny-flux": build_tiny_flux_pipeline,
 }
 
 
 def _builder_hash() -> str:
-    """A hash of the code that builds the models (this file and the tokenizer's): editing it
+    """A hash of the code that builds the models (this file and the tokenizers'): editing it
     gives a new folder, never a stale model."""
     h = hashlib.sha256(Path(__file__).read_bytes())
-    h.update(Path(clip_vocab.__file__).read_bytes())
+    for module in (clip_vocab, t5_vocab):
+        h.update(Path(str(module.__file__)).read_bytes())
     return h.hexdigest()[:10]
 
 

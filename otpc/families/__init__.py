@@ -7,9 +7,11 @@ from typing import Any
 
 from otpc.errors import InputError
 from otpc.families.base import Conditioning, Family, cat
+from otpc.families.flux import FluxFamily
+from otpc.families.sd3 import SD3Family
 from otpc.families.unet import UNetFamily
 
-FAMILIES: tuple[type[Family], ...] = (UNetFamily,)
+FAMILIES: tuple[type[Family], ...] = (UNetFamily, SD3Family, FluxFamily)
 
 
 def family_for(pipe: Any) -> Family:

@@ -1,0 +1,127 @@
+"""Stable Diffusion 3 / 3.5: a joint-attention transformer (MMDiT) over CLIP and T5 rows.
+
+Its rows are CLIP-L's and CLIP-G's penultimate layers side by side (77 x 2048), zero-padded
+to T5's width (4096), followed along the sequence by T5's rows (256 by default; zeros if the
+pipeline was loaded without T5), plus a pooled 2048 vector (both CLIPs' projections). The
+transformer's text stream has no position embedding, so it sees the rows as a set.
+Classifier-free guidance against the empty prompt's encoding, as the pipeline's default;
+16-channel latents, not packed; a flow-matching scheduler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from otpc.families.base import Conditioning, Family
+
+T5_ROWS = 256  # StableDiffusion3Pipeline's default max_sequence_length
+
+
+class SD3Family(Family):
+    """SD3 / SD3.5 pipelines (``StableDiffusion3Pipeline``)."""
+
+    name = "sd3"
+    components = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer_3")
+
+    def __init__(self, pipe: Any) -> None:
+        super().__init__(pipe)
+        self._transformer = pipe.transformer
+        self.t5_rows = min(T5_ROWS, pipe.tokenizer_3.model_max_length)
+
+    @classmethod
+    def matches(cls, pipe: Any) -> bool:
+        return super().matches(pipe) and type(pipe.transformer).__name__.startswith("SD3")
+
+    @property
+    def denoiser(self) -> Any:
+        return self._transformer
+
+    @denoiser.setter
+    def denoiser(self, module: Any) -> None:
+        self._transformer = module
+
+    @property
+    def size_multiple(self) -> int:
+        return self.scale * self.pipe.transformer.config.patch_size
+
+    def default_size(self) -> tuple[int, int]:
+        side = self.pipe.default_sample_size * self.scale
+        return side, side
+
+    def tokenizers(self) -> list[tuple[Any, int]]:
+        clip = self.pipe.tokenizer_max_length
+        return [
+            (self.pipe.tokenizer, clip),
+            (self.pipe.tokenizer_2, clip),
+            (self.pipe.tokenizer_3, self.t5_rows),
+        ]
+
+    def token_count(self, prompt: str) -> tuple[int, bool]:
+        ids = self.pipe.tokenizer(prompt, truncation=False).input_ids
+        return len(ids), len(ids) > self.pipe.tokenizer_max_length
+
+    def encode(self, prompts: list[str], device: torch.device) -> Conditioning:
+        rows, _, pooled, _ = self.pipe.encode_prompt(
+            prompt=prompts,
+            prompt_2=None,
+            prompt_3=None,
+            device=device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.t5_rows,
+        )
+        return Conditioning(rows, pooled)
+
+    def unconditional(self, device: torch.device) -> Conditioning:
+        return self.encode([""], device)  # the pipeline's default negative prompt
+
+    def noise_shape(self, height: int, width: int) -> tuple[int, ...]:
+        channels = self.pipe.transformer.config.in_channels
+        return (channels, height // self.scale, width // self.scale)
+
+    def set_timesteps(
+        self, scheduler: Any, steps: int, height: int, width: int, device: torch.device
+    ) -> None:
+        from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
+            calculate_shift,
+        )
+
+        config = scheduler.config
+        shift = {}
+        if config.get("use_dynamic_shifting"):
+            _, h, w = self.noise_shape(height, width)
+            patch = self.pipe.transformer.config.patch_size
+            shift["mu"] = calculate_shift(
+                (h // patch) * (w // patch),
+                config.get("base_image_seq_len", 256),
+                config.get("max_image_seq_len", 4096),
+                config.get("base_shift", 0.5),
+                config.get("max_shift", 1.16),
+            )
+        scheduler.set_timesteps(steps, device=device, **shift)
+
+    def start(self, noise: torch.Tensor, scheduler: Any) -> torch.Tensor:
+        return noise
+
+    def predict(
+        self,
+        scheduler: Any,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        cond: Conditioning,
+        guidance: float,
+    ) -> torch.Tensor:
+        return self._transformer(
+            hidden_states=latents,
+            timestep=t.expand(latents.shape[0]),
+            encoder_hidden_states=cond.rows,
+            pooled_projections=cond.pooled,
+            return_dict=False,
+        )[0]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        config = self.vae.config
+        latents = latents / config.scaling_factor + config.shift_factor
+        return self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
