@@ -121,8 +121,8 @@ def main() -> None:
     report = {
         "model": args.model,
         "dtype": str(model.resolved.dtype).removeprefix("torch."),
-        "steps": render.steps,
-        "guidance": render.guidance,
+        "steps": renderer.steps,
+        "guidance": renderer.guidance,
         "captions": args.n,
         "seed": args.seed,
         "seconds": round(time.perf_counter() - start, 1),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import NoneType
 from typing import Any, TypeVar, get_args
 
 import click
@@ -33,12 +34,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def schema(model: type[BaseModel], name: str) -> Callable[[F], F]:
-    """A click option for field ``name`` of ``model``: its default, bounds and description."""
+    """A click option for field ``name`` of ``model``: its default, bounds and description
+    (an optional field's option defaults to None)."""
     field = model.model_fields[name]
     bounds = {type(m): m for m in field.metadata}
     low = bounds[Ge].ge if Ge in bounds else (bounds[Gt].gt if Gt in bounds else None)
     high = bounds[Le].le if Le in bounds else None
-    kind = click.IntRange if field.annotation is int else click.FloatRange
+    number = [t for t in (get_args(field.annotation) or (field.annotation,)) if t is not NoneType]
+    kind = click.IntRange if number == [int] else click.FloatRange
     extra = {"min_open": True} if Gt in bounds and kind is click.FloatRange else {}
     return click.option(
         f"--{name.replace('_', '-')}",
@@ -138,8 +141,8 @@ def interpolate(
     frames: int,
     seed: int,
     model: str,
-    steps: int,
-    guidance: float,
+    steps: int | None,
+    guidance: float | None,
     batch_size: int,
     sinkhorn_reg: float,
     out: Path,

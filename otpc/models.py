@@ -24,13 +24,19 @@ from otpc.quiet import quiet_libraries
 
 @dataclass(frozen=True)
 class Preset:
-    """A named model: hub id (None: built locally by ``otpc.tiny``), default revision and
-    the dtype it runs in on CUDA."""
+    """A named model: hub id (None: local, otpc's own), default revision, the dtype it runs
+    in on CUDA, and the render settings its makers recommend (None: its pipeline's
+    defaults), used where ``render.steps``, ``guidance``, ``height`` and ``width`` are unset.
+    ``gated``: the hub repository needs its licence accepted and a token."""
 
     repo: str | None
     revision: str | None
     cuda_dtype: str
     note: str
+    steps: int | None = None
+    guidance: float | None = None
+    size: int | None = None
+    gated: bool = False
 
 
 TOY = "toy"
@@ -41,6 +47,8 @@ PRESETS: dict[str, Preset] = {
         "float32",
         "otpc's toy model, SD-1.x-shaped, trained on a world of coloured shapes "
         "(not Stable Diffusion)",
+        steps=6,
+        guidance=1.0,  # it draws best without CFG (benchmarks/toy_quality.py)
     ),
     "tiny": Preset(None, None, "float32", "tiny SD-1.x-shaped pipeline, random weights"),
     "tiny-sd2": Preset(
@@ -53,25 +61,92 @@ PRESETS: dict[str, Preset] = {
         None, None, "float32", "tiny SD3-shaped pipeline (CLIP + T5 rows, MMDiT), random weights"
     ),
     "tiny-flux": Preset(
-        None, None, "float32", "tiny FLUX.1-dev-shaped pipeline (T5 rows, MMDiT), random weights"
+        None,
+        None,
+        "float32",
+        "tiny FLUX.1-dev-shaped pipeline (T5 rows, MMDiT), random weights",
+        size=32,  # FluxPipeline's default, 128 latent cells a side, would be 512 px
     ),
     "sd15": Preset(
         "stable-diffusion-v1-5/stable-diffusion-v1-5",
         "main",
         "float16",
         "Stable Diffusion 1.5, 77 x 768",
+        steps=50,
+        guidance=7.5,
+        size=512,
     ),
     "sd21": Preset(
         "stabilityai/stable-diffusion-2-1-base",
         "main",
         "float16",
         "Stable Diffusion 2.1 base (epsilon prediction, 512 px), 77 x 1024",
+        steps=50,
+        guidance=7.5,
+        size=512,
     ),
     "sdxl": Preset(
         "stabilityai/stable-diffusion-xl-base-1.0",
         "main",
         "float16",
         "SDXL base: 77 x 2048 rows plus a pooled 1280 vector (VAE decodes in fp32)",
+        steps=50,
+        guidance=5.0,
+        size=1024,
+    ),
+    "sd3-medium": Preset(
+        "stabilityai/stable-diffusion-3-medium-diffusers",
+        "main",
+        "bfloat16",
+        "Stable Diffusion 3 Medium: 77 CLIP rows (2048, zero-padded to 4096) then 256 T5 "
+        "rows x 4096, a pooled 2048 vector; MMDiT, CFG",
+        steps=28,
+        guidance=7.0,
+        size=1024,
+        gated=True,
+    ),
+    "sd35-medium": Preset(
+        "stabilityai/stable-diffusion-3.5-medium",
+        "main",
+        "bfloat16",
+        "Stable Diffusion 3.5 Medium: 77 CLIP rows then 256 T5 rows x 4096, pooled 2048; "
+        "MMDiT-X, CFG",
+        steps=40,
+        guidance=4.5,
+        size=1024,
+        gated=True,
+    ),
+    "sd35-large": Preset(
+        "stabilityai/stable-diffusion-3.5-large",
+        "main",
+        "bfloat16",
+        "Stable Diffusion 3.5 Large (8B): 77 CLIP rows then 256 T5 rows x 4096, pooled "
+        "2048; MMDiT, CFG",
+        steps=28,
+        guidance=3.5,
+        size=1024,
+        gated=True,
+    ),
+    "flux-dev": Preset(
+        "black-forest-labs/FLUX.1-dev",
+        "main",
+        "bfloat16",
+        "FLUX.1 [dev] (12B): 512 T5 rows x 4096 and CLIP-L's pooled 768 vector; guidance "
+        "embedded (distilled), no CFG",
+        steps=50,
+        guidance=3.5,
+        size=1024,
+        gated=True,
+    ),
+    "flux-schnell": Preset(
+        "black-forest-labs/FLUX.1-schnell",
+        "main",
+        "bfloat16",
+        "FLUX.1 [schnell] (12B, timestep-distilled): 512 T5 rows x 4096 and a pooled 768 "
+        "vector; no guidance",
+        steps=4,
+        guidance=0.0,
+        size=1024,
     ),
 }
 
@@ -159,12 +234,21 @@ def _local_preset(name: str) -> tuple[str, None, bool]:
     return str(MODEL_DIR), None, False
 
 
+def preset_name(res: Resolved) -> str | None:
+    """The name of the preset ``res`` was resolved from, if any (local ones by name, hub
+    ones by id)."""
+    for name, preset in PRESETS.items():
+        if res.label == name or (preset.repo is not None and preset.repo == res.source):
+            return name
+    return None
+
+
 def describe(res: Resolved) -> str:
     """The model in words, for every place results appear: a preset's name and note, else
     the hub id or folder name (with "random weights" for otpc's tiny folders)."""
-    for name, preset in PRESETS.items():
-        if res.label == name or (preset.repo is not None and preset.repo == res.source):
-            return f"{name}: {preset.note}"
+    preset = preset_name(res)
+    if preset is not None:
+        return f"{preset}: {PRESETS[preset].note}"
     name = Path(res.source).name if res.stamp else res.source
     return f"{name} (random weights)" if res.random_weights else name
 
@@ -235,9 +319,17 @@ def fetch_hint(res: Resolved) -> str:
     from huggingface_hub import constants
 
     rev = f", revision={res.revision!r}" if res.revision else ""
+    preset = preset_name(res)
+    gated = (
+        f"{res.source} is gated: accept its licence at https://huggingface.co/{res.source} "
+        "(logged in), then set HF_TOKEN to a token of that account (or run `hf auth login`) "
+        "where it is fetched.\n"
+        if preset is not None and PRESETS[preset].gated
+        else ""
+    )
     return (
-        'Fetch it on a machine with network access with\n  python -c "from diffusers import '
-        f'DiffusionPipeline as P; P.download({res.source!r}{rev})"\n'
+        f"{gated}Fetch it on a machine with network access with\n  python -c "
+        f'"from diffusers import DiffusionPipeline as P; P.download({res.source!r}{rev})"\n'
         f"It lands in the Hugging Face cache (here {constants.HF_HUB_CACHE}; copy it over or "
         "point HF_HOME at it); or set model.name to a local diffusers folder."
     )

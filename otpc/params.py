@@ -84,8 +84,16 @@ class RenderSettings(_Section):
     """Everything besides the model and the embedding that decides a frame's pixels, plus how
     frames are batched and whether the U-Net is compiled (``SPEED_ONLY``)."""
 
-    steps: int = Field(50, ge=1, le=1000, description="denoising steps")
-    guidance: float = Field(7.5, ge=0, le=100, description="CFG scale (at most 1: no CFG)")
+    steps: int | None = Field(
+        None, ge=1, le=1000, description="denoising steps; unset: the model's own"
+    )
+    guidance: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="guidance scale: CFG for SD and SD3 (at most 1: none), embedded for "
+        "FLUX.1-dev; unset: the model's own",
+    )
     height: int | None = Field(None, ge=8, le=8192, description="None: the model's default")
     width: int | None = Field(None, ge=8, le=8192, description="None: the model's default")
     batch_size: int = Field(

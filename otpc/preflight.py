@@ -7,8 +7,9 @@ once; then, if those pass, the checks below, so that a study that would fail par
 before its first stage writes anything. What they read:
 
 - the model's configuration files, never its weights (``otpc.models.config_folder``: the local
-  folder, or the hub snapshot's JSON files in the Hugging Face cache): the VAE's downsampling
-  factor for ``render.height``/``width``, the scheduler's training steps for ``render.steps``,
+  folder, or the hub snapshot's JSON files in the Hugging Face cache): its model family, what
+  ``render.height``/``width`` must be multiples of (the VAE's downsampling factor, times the
+  denoiser's patch or packing), the scheduler's training steps for ``render.steps``,
   whether the scheduler draws noise in its steps (the study needs a deterministic one; it is
   built from its configuration and probed, see ``otpc.render.scheduler_draws_noise``), and
   whether the model can be had at all (``model.name``, ``model.revision``);
@@ -29,6 +30,7 @@ import yaml
 
 from otpc.couplings import METHODS
 from otpc.errors import OtpcError
+from otpc.families import family_class
 from otpc.models import PRESETS, config_folder
 from otpc.params import Params, raise_problems, read_params, schema_problems
 from otpc.params import problem as _problem
@@ -141,24 +143,31 @@ def model_problems(params: Params) -> list[str]:
         folder = config_folder(model)
     except OtpcError as err:
         return [_problem("model.name", model.name, str(err))]
+    index = _read_json(folder / "model_index.json")
+    parts = {k: v[1] for k, v in index.items() if isinstance(v, list) and len(v) == 2 and v[1]}
+    try:
+        family = family_class(parts, str(index.get("_class_name")))
+    except OtpcError as err:
+        return [_problem("model.name", model.name, str(err))]
     vae = _read_json(folder / "vae" / "config.json")
     problems = []
     if vae.get("block_out_channels"):
-        scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        denoiser = _read_json(folder / family.denoiser_part / "config.json")
+        multiple = family.size_multiple_of(vae, denoiser)
         for key in ("height", "width"):
             value = getattr(render, key)
-            if value is not None and value % scale:
+            if value is not None and value % multiple:
                 problems.append(
                     _problem(
                         f"render.{key}",
                         value,
-                        f"must be a multiple of {scale}, "
-                        f"the downsampling factor of the VAE of model {model.name!r}",
+                        f"must be a multiple of {multiple}, what the VAE's downsampling "
+                        f"and the denoiser's patches of model {model.name!r} need",
                     )
                 )
     scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
     train_steps = scheduler.get("num_train_timesteps")
-    if train_steps is not None and render.steps > train_steps:
+    if train_steps is not None and render.steps is not None and render.steps > train_steps:
         problems.append(
             _problem(
                 "render.steps",

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from otpc.errors import InputError
 from otpc.families import Conditioning, cat, family_for
 from otpc.frame_cache import FrameCache, frame_key
-from otpc.models import LoadedModel
+from otpc.models import PRESETS, LoadedModel, preset_name
 from otpc.params import RenderSettings, speed_only
 
 
@@ -135,7 +135,9 @@ def optimise_for_speed(unet: torch.nn.Module, vae: torch.nn.Module) -> None:
 class Renderer:
     """Renders batches of prompt embeddings to uint8 images with one model.
 
-    Everything that differs between model families goes through ``otpc.families``. On CUDA
+    Everything that differs between model families goes through ``otpc.families``. Steps,
+    guidance and size left unset come from the model's preset, else from its pipeline's
+    defaults (``steps``, ``guidance``, ``height``, ``width`` say what they became). On CUDA
     it optimises the denoiser and VAE in place (see ``optimise_for_speed``).
     ``InputError`` if the pipeline's scheduler draws noise in its steps: the study's frames
     must be functions of their embedding and noise seed (see ``scheduler_draws_noise``).
@@ -147,9 +149,14 @@ class Renderer:
         self.res = model.resolved
         require_deterministic_scheduler(pipe.scheduler, self.res.label or self.res.source)
         self.family = family = family_for(pipe)
-        height, width = family.default_size()
-        self.height = settings.height or height
-        self.width = settings.width or width
+        preset = PRESETS.get(preset_name(self.res) or "")
+        self.steps: int = _first(settings.steps, preset and preset.steps, family.default_steps)
+        self.guidance: float = _first(
+            settings.guidance, preset and preset.guidance, family.default_guidance
+        )
+        height, width = (preset.size,) * 2 if preset and preset.size else family.default_size()
+        self.height: int = settings.height or height
+        self.width: int = settings.width or width
         if self.height % family.size_multiple or self.width % family.size_multiple:
             raise ValueError(f"render height/width must be multiples of {family.size_multiple}")
         family.prepare()
@@ -170,7 +177,9 @@ class Renderer:
         settings = self.settings.model_dump(
             include=set(RenderSettings.model_fields) - speed_only(RenderSettings)
         )
-        settings.update(height=self.height, width=self.width)
+        settings.update(
+            steps=self.steps, guidance=self.guidance, height=self.height, width=self.width
+        )
         scheduler = {k: v for k, v in self.pipe.scheduler.config.items() if not k.startswith("_")}
         scheduler["class"] = type(self.pipe.scheduler).__name__
         rows = self.negative.rows[0].float().cpu().numpy()
@@ -196,9 +205,7 @@ class Renderer:
     def scheduler(self) -> Any:
         """A fresh copy of the pipeline's scheduler, set for these settings."""
         scheduler = copy.deepcopy(self.pipe.scheduler)
-        self.family.set_timesteps(
-            scheduler, self.settings.steps, self.height, self.width, self.res.device
-        )
+        self.family.set_timesteps(scheduler, self.steps, self.height, self.width, self.res.device)
         return scheduler
 
     def render(self, jobs: Sequence[FrameJob]) -> np.ndarray:
@@ -222,7 +229,7 @@ class Renderer:
     ) -> np.ndarray:
         """Images (B, H, W, 3) uint8 for rows (B, n, d) (and pooled vectors (B, p)) from
         noise (B, C, h, w); ``on_step`` is called after each denoising step (progress bars)."""
-        dev, dtype, guidance = self.res.device, self.res.dtype, self.settings.guidance
+        dev, dtype, guidance = self.res.device, self.res.dtype, self.guidance
         cfg = self.family.uses_cfg(guidance)
         scheduler = self.scheduler()
         cond = Conditioning(embeds, pooled).to(dev, dtype)
@@ -250,6 +257,11 @@ class Renderer:
             images = (images * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float()
             chunks.append((images * 255).round().to(torch.uint8))
         return torch.cat(chunks).cpu().numpy()
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None (0 and 0.0 count)."""
+    return next(v for v in values if v is not None)
 
 
 def _batch_of(vector: torch.Tensor | None) -> torch.Tensor | None:

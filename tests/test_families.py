@@ -22,7 +22,8 @@ from otpc.families.flux import FluxFamily, pack
 from otpc.families.sd3 import SD3Family
 from otpc.families.unet import UNetFamily
 from otpc.models import LoadedModel, ModelSpec, load_pipeline
-from otpc.params import RenderSettings
+from otpc.params import Params, RenderParams, RenderSettings
+from otpc.preflight import model_problems
 from otpc.paths import path_frames, t_grid
 from otpc.render import Renderer
 
@@ -186,3 +187,33 @@ def test_every_coupling_ends_on_the_same_image(model64: LoadedModel) -> None:
         np.testing.assert_array_equal(image, images[0])
     other = renderer.render_batch(a[None], latents[:1], ea.pooled[None])
     assert np.abs(other[0].astype(int) - images[0]).max() > 10
+
+
+def test_unset_render_settings_come_from_the_preset_then_the_pipeline(toy: LoadedModel) -> None:
+    """Steps, guidance and size left unset: the preset's recommendation, else the family's
+    pipeline defaults; what is set wins (guidance 0 included), and keys the frames."""
+    flux = Renderer(load_pipeline(ModelSpec("tiny-flux")), RenderSettings())
+    assert (flux.steps, flux.guidance, flux.height, flux.width) == (28, 3.5, 32, 32)
+    sd3 = Renderer(load_pipeline(ModelSpec("tiny-sd3")), RenderSettings())
+    assert (sd3.steps, sd3.guidance, sd3.height) == (28, 7.0, 32)
+    unset = Renderer(toy, RenderSettings())
+    assert (unset.steps, unset.guidance) == (6, 1.0)  # the toy preset's
+    same = Renderer(toy, RenderSettings(steps=6, guidance=1.0))
+    assert unset.context == same.context  # the same frames, however they were asked for
+    zero = Renderer(toy, RenderSettings(guidance=0.0))
+    assert zero.guidance == 0.0 and zero.context != unset.context
+
+
+@pytest.mark.parametrize(("name", "multiple"), [("tiny-flux", 8), ("tiny-sd3", 8), ("tiny", 4)])
+def test_check_refuses_sizes_the_family_cannot_render(name: str, multiple: int) -> None:
+    """``otpc check`` reads the family's rule from config files: FLUX packs latents 2 x 2,
+    SD3 cuts them into 2 x 2 patches, a U-Net takes any latent size."""
+    params = Params(model=ModelSpec(name), render=RenderParams(height=36, width=multiple * 5))
+    problems = model_problems(params)
+    if 36 % multiple:
+        assert problems == [
+            f"  render.height = 36: must be a multiple of {multiple}, what the VAE's downsampling "
+            f"and the denoiser's patches of model {name!r} need"
+        ]
+    else:
+        assert problems == []

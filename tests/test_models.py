@@ -32,10 +32,11 @@ from otpc.models import ModelSpec, load_pipeline
 out = {}
 pipe = load_pipeline(ModelSpec("otpc-test/tiny-sd2"))
 out["cached"] = [type(pipe.pipe).__name__, pipe.resolved.revision, pipe.resolved.fingerprint]
-try:
-    load_pipeline(ModelSpec("sd15"))
-except RuntimeError as err:
-    out["sd15_error"] = str(err)
+for name in ("sd15", "flux-dev"):
+    try:
+        load_pipeline(ModelSpec(name))
+    except RuntimeError as err:
+        out[name] = str(err)
 print("RESULT" + json.dumps(out))
 """
 
@@ -77,25 +78,38 @@ def test_cached_hub_model_loads_offline_at_its_commit(offline_hf: tuple[Path, di
 
 def test_uncached_model_offline_says_which_and_how_to_fetch(offline_hf: tuple[Path, dict]) -> None:
     home, result = offline_hf
-    message = result["sd15_error"]
+    message = result["sd15"]
     repo = PRESETS["sd15"].repo
     assert f"offline mode is on and model '{repo}' (revision main) is not in the cache" in message
     assert f"P.download('{repo}', revision='main')" in message
     assert str(home / "hub") in message
+    assert "gated" not in message
+
+
+def test_gated_model_says_to_accept_the_licence_and_set_a_token(offline_hf) -> None:
+    message = offline_hf[1]["flux-dev"]
+    assert "'black-forest-labs/FLUX.1-dev' (revision main) is not in the cache" in message
+    assert "black-forest-labs/FLUX.1-dev is gated: accept its licence at" in message
+    assert "https://huggingface.co/black-forest-labs/FLUX.1-dev" in message
+    assert "HF_TOKEN" in message
 
 
 def test_unknown_preset_is_an_error_listing_presets() -> None:
-    with pytest.raises(InputError, match=r"'sd3' is not a preset.*sd15, sd21, sdxl"):
-        resolve(ModelSpec("sd3"))
-    with pytest.raises(ValueError, match="unknown tiny model 'tiny-sd3'"):
-        tiny_model_dir(kind="tiny-sd3")
+    with pytest.raises(InputError, match=r"'sd4' is not a preset.*sd15, sd21, sdxl, sd3-medium"):
+        resolve(ModelSpec("sd4"))
+    with pytest.raises(ValueError, match="unknown tiny model 'tiny-sd4'"):
+        tiny_model_dir(kind="tiny-sd4")
 
 
-@pytest.mark.parametrize("name", ["sd15", "sd21", "sdxl"])
+BF16 = ("sd3-medium", "sd35-medium", "sd35-large", "flux-dev", "flux-schnell")
+HALF = {"sd15": "float16", "sd21": "float16", "sdxl": "float16"} | dict.fromkeys(BF16, "bfloat16")
+
+
+@pytest.mark.parametrize("name", sorted(HALF))
 def test_presets_run_half_precision_on_cuda_and_float64_on_cpu(name: str) -> None:
     cuda = resolve(ModelSpec(name, device="cuda"))
     assert (cuda.source, cuda.revision) == (PRESETS[name].repo, "main")
-    assert cuda.dtype == torch.float16 and not cuda.random_weights
+    assert cuda.dtype == getattr(torch, HALF[name]) and not cuda.random_weights
     assert resolve(ModelSpec(name, device="cpu")).dtype == torch.float64
     assert resolve(ModelSpec(name, device="mps")).dtype == torch.float32
     assert resolve(ModelSpec(name, dtype="float32", device="cpu")).dtype == torch.float32
@@ -103,7 +117,7 @@ def test_presets_run_half_precision_on_cuda_and_float64_on_cpu(name: str) -> Non
     assert (pinned.revision, pinned.dtype) == ("abc123", torch.bfloat16)
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-sd2", "tiny-sdxl"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-sd2", "tiny-sdxl", "tiny-sd3", "tiny-flux"])
 def test_tiny_models_are_local_float32_on_cuda_random_weights(name: str) -> None:
     res = resolve(ModelSpec(name, device="cuda"))
     assert res.dtype == torch.float32 and res.random_weights

@@ -14,13 +14,22 @@ from otpc.families.unet import UNetFamily
 FAMILIES: tuple[type[Family], ...] = (UNetFamily, SD3Family, FluxFamily)
 
 
-def family_for(pipe: Any) -> Family:
-    """The family of a loaded pipeline; ``InputError`` naming the pipeline if none fits."""
+def family_class(parts: dict[str, str], pipeline: str) -> type[Family]:
+    """The family of a pipeline (class name ``pipeline``) whose components have these class
+    names (``parts``); ``InputError`` naming it if none fits."""
     for family in FAMILIES:
-        if family.matches(pipe):
-            return family(pipe)
+        if family.matches(parts):
+            return family
     names = ", ".join(f.name for f in FAMILIES)
-    raise InputError(f"{type(pipe).__name__} is not a model family otpc renders ({names})")
+    raise InputError(f"{pipeline} is not of a model family otpc renders ({names})")
 
 
-__all__ = ["FAMILIES", "Conditioning", "Family", "cat", "family_for"]
+def family_for(pipe: Any) -> Family:
+    """The family of a loaded pipeline, over it."""
+    parts = {
+        name: type(part).__name__ for name, part in pipe.components.items() if part is not None
+    }
+    return family_class(parts, type(pipe).__name__)(pipe)
+
+
+__all__ = ["FAMILIES", "Conditioning", "Family", "cat", "family_class", "family_for"]

@@ -53,14 +53,28 @@ class Family(ABC):
     name: ClassVar[str]
     #: pipeline components that make this family (checked in ``matches``)
     components: ClassVar[tuple[str, ...]]
+    #: the denoiser's component, and how its class name starts
+    denoiser_part: ClassVar[str]
+    denoiser_class: ClassVar[str] = ""
+    #: the pipeline's own defaults (``num_inference_steps``, ``guidance_scale``)
+    default_steps: ClassVar[int]
+    default_guidance: ClassVar[float]
 
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
 
     @classmethod
-    def matches(cls, pipe: Any) -> bool:
-        """Whether ``pipe`` belongs to this family (it has all its components)."""
-        return all(getattr(pipe, part, None) is not None for part in cls.components)
+    def matches(cls, parts: dict[str, str]) -> bool:
+        """Whether a pipeline whose components have these class names (``parts``: component
+        -> class name, None for a missing one) is of this family."""
+        denoiser = parts.get(cls.denoiser_part) or ""
+        return all(parts.get(p) for p in cls.components) and denoiser.startswith(cls.denoiser_class)
+
+    @classmethod
+    def size_multiple_of(cls, vae: dict[str, Any], denoiser: dict[str, Any]) -> int:
+        """What image sides must be multiples of, from the VAE's and denoiser's configs: the
+        VAE's downsampling factor by default."""
+        return int(2 ** (len(vae["block_out_channels"]) - 1))
 
     @property
     @abstractmethod
@@ -83,7 +97,8 @@ class Family(ABC):
     @property
     def size_multiple(self) -> int:
         """What image heights and widths must be multiples of."""
-        return self.scale
+        denoiser = getattr(self.pipe, self.denoiser_part).config
+        return self.size_multiple_of(dict(self.vae.config), dict(denoiser))
 
     @abstractmethod
     def default_size(self) -> tuple[int, int]:

@@ -51,6 +51,10 @@ class FluxFamily(Family):
 
     name = "flux"
     components = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer_2")
+    denoiser_part = "transformer"
+    denoiser_class = "Flux"
+    default_steps = 28
+    default_guidance = 3.5
 
     def __init__(self, pipe: Any) -> None:
         super().__init__(pipe)
@@ -58,8 +62,8 @@ class FluxFamily(Family):
         self.rows = min(MAX_ROWS, pipe.tokenizer_2.model_max_length)
 
     @classmethod
-    def matches(cls, pipe: Any) -> bool:
-        return super().matches(pipe) and type(pipe.transformer).__name__.startswith("Flux")
+    def size_multiple_of(cls, vae: dict[str, Any], denoiser: dict[str, Any]) -> int:
+        return super().size_multiple_of(vae, denoiser) * 2  # latents are packed 2 x 2
 
     @property
     def denoiser(self) -> Any:
@@ -68,10 +72,6 @@ class FluxFamily(Family):
     @denoiser.setter
     def denoiser(self, module: Any) -> None:
         self._transformer = module
-
-    @property
-    def size_multiple(self) -> int:
-        return self.scale * 2  # latents are packed 2 x 2
 
     def default_size(self) -> tuple[int, int]:
         side = DEFAULT_SAMPLE_SIZE * self.scale
@@ -105,8 +105,8 @@ class FluxFamily(Family):
         return False  # dev: guidance is an input of the transformer; schnell: none
 
     def noise_shape(self, height: int, width: int) -> tuple[int, ...]:
-        h = 2 * (height // self.size_multiple)
-        w = 2 * (width // self.size_multiple)
+        h = 2 * (height // (self.scale * 2))
+        w = 2 * (width // (self.scale * 2))
         return (self._transformer.config.in_channels // 4, h, w)
 
     def set_timesteps(

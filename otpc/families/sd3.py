@@ -24,6 +24,10 @@ class SD3Family(Family):
 
     name = "sd3"
     components = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer_3")
+    denoiser_part = "transformer"
+    denoiser_class = "SD3"
+    default_steps = 28
+    default_guidance = 7.0
 
     def __init__(self, pipe: Any) -> None:
         super().__init__(pipe)
@@ -31,8 +35,8 @@ class SD3Family(Family):
         self.t5_rows = min(T5_ROWS, pipe.tokenizer_3.model_max_length)
 
     @classmethod
-    def matches(cls, pipe: Any) -> bool:
-        return super().matches(pipe) and type(pipe.transformer).__name__.startswith("SD3")
+    def size_multiple_of(cls, vae: dict[str, Any], denoiser: dict[str, Any]) -> int:
+        return super().size_multiple_of(vae, denoiser) * int(denoiser.get("patch_size", 2))
 
     @property
     def denoiser(self) -> Any:
@@ -41,10 +45,6 @@ class SD3Family(Family):
     @denoiser.setter
     def denoiser(self, module: Any) -> None:
         self._transformer = module
-
-    @property
-    def size_multiple(self) -> int:
-        return self.scale * self.pipe.transformer.config.patch_size
 
     def default_size(self) -> tuple[int, int]:
         side = self.pipe.default_sample_size * self.scale

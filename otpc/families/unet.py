@@ -19,6 +19,9 @@ class UNetFamily(Family):
 
     name = "sd-unet"
     components = ("unet", "vae", "text_encoder", "tokenizer")
+    denoiser_part = "unet"
+    default_steps = 50
+    default_guidance = 7.5  # StableDiffusionPipeline's (SDXL's is 5.0)
 
     def __init__(self, pipe: Any) -> None:
         super().__init__(pipe)
