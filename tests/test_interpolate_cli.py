@@ -1,4 +1,4 @@
-"""``otpc interpolate`` end to end with the offline tiny model."""
+"""``otpc interpolate`` end to end with the offline tiny models (SD-1.x- and FLUX.1-shaped)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from PIL import Image
 from otpc.cli import main
 from otpc.embeddings import encode
 from otpc.interpolation import MIN_SIZE
+from otpc.models import ModelSpec, load_pipeline
 from otpc.perceptual import load_lpips, path_length, step_distances
 
 PROMPTS = ("a bowl of ripe peaches", "two cats asleep on a sofa")
@@ -24,8 +25,9 @@ FRAMES = 3
 GAP = 2  # the white gap otpc.images puts between frames and rows
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
+@pytest.fixture(scope="module", params=["tiny", "tiny-flux"])
+def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The command's result, its output folder and the model it ran."""
     out = tmp_path_factory.mktemp("interp") / "out"
     result = CliRunner().invoke(
         main,
@@ -33,7 +35,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
             "interpolate",
             *PROMPTS,
             "--model",
-            "tiny",
+            request.param,
             "--methods",
             ",".join(METHODS),
             "--frames",
@@ -47,7 +49,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
         ],
     )
     assert result.exit_code == 0, result.output
-    return result, out
+    return result, out, request.param
 
 
 def printed(result: Result) -> dict[str, dict[str, float]]:
@@ -69,7 +71,7 @@ def frames_of(strip_png: Path) -> np.ndarray:
 
 
 def test_writes_a_strip_and_gif_per_method_and_a_comparison(run) -> None:
-    _result, out = run
+    _result, out, _model = run
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{m}.{ext}" for m in METHODS for ext in ("png", "gif")] + ["comparison.png"]
     )
@@ -96,11 +98,11 @@ def test_writes_a_strip_and_gif_per_method_and_a_comparison(run) -> None:
     assert not np.array_equal(strips["random"][1], strips["clip"][1])  # the middles differ
 
 
-def test_prints_cost_and_ppl_of_each_path(run, tiny) -> None:
-    result, out = run
+def test_prints_cost_and_ppl_of_each_path(run) -> None:
+    result, out, model = run
     report = printed(result)
     assert list(report) == list(METHODS)
-    ea, eb = encode(tiny, list(PROMPTS))
+    ea, eb = encode(load_pipeline(ModelSpec(model)), list(PROMPTS))
     a, b = ea.embeds.double().numpy(), eb.embeds.double().numpy()
     w = np.full(len(a), 1.0 / len(a))
     w2 = ot.emd2(w, w, ot.dist(a, b))
@@ -118,7 +120,7 @@ def test_prints_cost_and_ppl_of_each_path(run, tiny) -> None:
 
 
 def test_shows_a_rendering_progress_bar(run) -> None:
-    result, _ = run
+    result, _, _ = run
     frames = len(METHODS) * FRAMES
     assert f"render {frames} frames" in result.stderr
     assert "100%" in result.stderr and "step" in result.stderr
