@@ -54,6 +54,7 @@ def interpolate_pair(
     model = load_pipeline(spec)
     renderer = Renderer(model, settings)
     ea, eb = encode(model, [prompt_a, prompt_b])
+    renderer.free_text_encoders()
     result = PairResult()
     result.notes += [
         f"prompt truncated to the tokenizer's limit ({e.n_tokens} tokens): {shorten(e.prompt)!r}"

@@ -194,6 +194,11 @@ class Renderer:
             default=str,
         )
 
+    def free_text_encoders(self) -> None:
+        """Free the pipeline's text encoders (its unconditional rows are already encoded):
+        call once every prompt is encoded, before rendering a large model."""
+        self.family.free_text_encoders()
+
     def key(self, job: FrameJob) -> str:
         """The frame cache key of ``job``'s image."""
         return frame_key(self.context, (job.embedding, job.pooled), job.latent_seed)

@@ -23,8 +23,8 @@ from otpc.families.sd3 import SD3Family
 from otpc.families.unet import UNetFamily
 from otpc.models import LoadedModel, ModelSpec, load_pipeline
 from otpc.params import Params, RenderParams, RenderSettings
-from otpc.preflight import model_problems
 from otpc.paths import path_frames, t_grid
+from otpc.preflight import model_problems
 from otpc.render import Renderer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -217,3 +217,16 @@ def test_check_refuses_sizes_the_family_cannot_render(name: str, multiple: int) 
         ]
     else:
         assert problems == []
+
+
+def test_freeing_the_text_encoders_changes_no_frame() -> None:
+    """Rendering needs only the denoiser and VAE: frames after freeing equal those before."""
+    model = load_pipeline(ModelSpec("tiny-flux"))
+    renderer = Renderer(model, RenderSettings(steps=2, batch_size=2))
+    emb = encode(model, PROMPTS[:1])[0]
+    noise = renderer.initial_latents(3)
+    before = renderer.render_batch(emb.embeds[None], noise, emb.pooled[None])
+    renderer.free_text_encoders()
+    assert model.pipe.text_encoder is None and model.pipe.text_encoder_2 is None
+    after = renderer.render_batch(emb.embeds[None], noise, emb.pooled[None])
+    np.testing.assert_array_equal(before, after)

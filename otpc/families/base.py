@@ -8,6 +8,7 @@ noise otpc's frames are the pipeline's.
 
 from __future__ import annotations
 
+import gc
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -56,6 +57,8 @@ class Family(ABC):
     #: the denoiser's component, and how its class name starts
     denoiser_part: ClassVar[str]
     denoiser_class: ClassVar[str] = ""
+    #: the text encoders' components (freed by ``free_text_encoders``)
+    text_parts: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2", "text_encoder_3")
     #: the pipeline's own defaults (``num_inference_steps``, ``guidance_scale``)
     default_steps: ClassVar[int]
     default_guidance: ClassVar[float]
@@ -120,6 +123,16 @@ class Family(ABC):
     @abstractmethod
     def unconditional(self, device: torch.device) -> Conditioning:
         """The conditioning classifier-free guidance pushes away from (one row of it)."""
+
+    def free_text_encoders(self) -> None:
+        """Drop the text encoders from the pipeline (T5-XXL alone is 9.5 GB in bf16), once
+        every prompt is encoded: rendering needs only the denoiser and the VAE."""
+        for part in self.text_parts:
+            if getattr(self.pipe, part, None) is not None:
+                setattr(self.pipe, part, None)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def uses_cfg(self, guidance: float) -> bool:
         """Whether ``guidance`` means classifier-free guidance (two passes per step)."""
