@@ -27,6 +27,9 @@ import ot
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from otpc.row_blocks import PairBlock, check_covers, clip_blocks, start_rows, token_groups
+from otpc.seeds import derive_seed
+
 PathKind = Literal["linear", "slerp", "barycentric"]
 
 
@@ -245,22 +248,22 @@ def _sinkhorn(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) 
     return Coupling("sinkhorn", displacement(a, n * (plan @ b)), plan=plan, path="barycentric")
 
 
-def token_blocks(tokens: tuple[int, int], n: int) -> list[np.ndarray]:
-    """The rows that ``ot_blocks`` and ``random_blocks`` couple among themselves, the same
-    on both sides: the start token {0}; the real block 1 .. m-1 with m = max(L_A, L_B) (the
-    longer prompt's words and end token; the shorter one's first padding rows join it, so
-    that each block is square and the coupling stays a permutation); padding m .. n-1."""
-    m = min(max(tokens), n)
-    return [b for b in (np.arange(0, 1), np.arange(1, m), np.arange(m, n)) if len(b)]
-
-
-def _tokens(options: dict[str, Any], name: str) -> tuple[int, int]:
-    if "tokens" not in options:
+def _structure(options: dict[str, Any], name: str, n: int) -> list[PairBlock]:
+    """The pair's row blocks from ``options`` (``structure``, or CLIP's ``tokens``); a block
+    with a start token needs at least 2 tokens (start and end)."""
+    if "structure" in options:
+        blocks = list(options["structure"])
+    elif "tokens" in options:
+        blocks = clip_blocks(options["tokens"], n)
+    else:
         raise ValueError(f"coupling method {name!r} needs the prompts' token counts (tokens=)")
-    la, lb = options["tokens"]
-    if min(la, lb) < 2:
-        raise ValueError(f"token counts must be at least 2 (start and end), got {la}, {lb}")
-    return int(la), int(lb)
+    check_covers(blocks, n)
+    for x in blocks:
+        if x.start_token and min(x.tokens_a, x.tokens_b) < 2:
+            raise ValueError(
+                f"token counts must be at least 2 (start and end), got {x.tokens_a}, {x.tokens_b}"
+            )
+    return blocks
 
 
 def _within(blocks: list[np.ndarray], n: int, block_perm: Callable) -> np.ndarray:
@@ -273,29 +276,33 @@ def _within(blocks: list[np.ndarray], n: int, block_perm: Callable) -> np.ndarra
 
 @register("random_bos", stochastic=True)
 def _random_bos(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) -> Coupling:
-    """The start token (row 0) to the start token, every other row uniformly at random."""
+    """Start tokens to start tokens (row 0 for CLIP rows), every other row uniformly at random."""
     n = a.shape[0]
     rng = np.random.default_rng(seed)
-    perm = _within([np.arange(0, 1), np.arange(1, n)], n, rng.permutation)
+    fixed = start_rows(options["structure"]) if "structure" in options else [0]
+    rest = np.setdiff1d(np.arange(n), fixed)
+    perm = _within([np.array([r]) for r in fixed] + [rest], n, rng.permutation)
     return Coupling("random_bos", permutation_cost(a, b, perm), perm)
 
 
 @register("random_blocks", stochastic=True, needs_tokens=True)
 def _random_blocks(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) -> Coupling:
-    """Start token fixed; tokens to tokens and padding to padding, each block at random.
+    """Start tokens fixed; tokens to tokens and padding to padding, each group at random.
 
-    Blocks: ``token_blocks``."""
+    Groups: ``otpc.row_blocks.token_groups``, within each encoder's rows."""
     n = a.shape[0]
     rng = np.random.default_rng(seed)
-    perm = _within(token_blocks(_tokens(options, "random_blocks"), n), n, rng.permutation)
+    groups = token_groups(_structure(options, "random_blocks", n))
+    perm = _within(groups, n, rng.permutation)
     return Coupling("random_blocks", permutation_cost(a, b, perm), perm)
 
 
 @register("ot_blocks", needs_tokens=True)
 def _ot_blocks(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any]) -> Coupling:
-    """Start token fixed; exact OT inside the token block and inside the padding block.
+    """Start tokens fixed; exact OT inside the token group and inside the padding group.
 
-    Blocks: ``token_blocks``. OT that may not trade meaning for padding."""
+    Groups: ``otpc.row_blocks.token_groups``, within each encoder's rows. OT that may not
+    trade meaning for padding."""
     n = a.shape[0]
     m = cost_matrix(a, b)
 
@@ -303,7 +310,7 @@ def _ot_blocks(a: np.ndarray, b: np.ndarray, seed: int, options: dict[str, Any])
         _, cols = linear_sum_assignment(m[np.ix_(rows, rows)])
         return rows[cols]
 
-    perm = _within(token_blocks(_tokens(options, "ot_blocks"), n), n, best)
+    perm = _within(token_groups(_structure(options, "ot_blocks", n)), n, best)
     return Coupling("ot_blocks", permutation_cost(a, b, perm), perm)
 
 
@@ -320,15 +327,96 @@ def couple(
     *,
     seed: int = 0,
     tokens: tuple[int, int] | None = None,
+    structure: Sequence[PairBlock] | None = None,
+    per_block: bool = False,
     **options: Any,
 ) -> Coupling:
-    """Couple point cloud ``a`` to ``b`` with a registered ``method``; ``tokens``: the two
-    prompts' token counts, for the methods that need them."""
-    fn = _method(method).fn
+    """Couple point cloud ``a`` to ``b`` with a registered ``method``.
+
+    The prompts' token structure, for the methods that read it: ``structure``, the pair's
+    row blocks (``otpc.row_blocks``), or for CLIP rows just ``tokens``, the two prompts'
+    token counts. ``per_block``: couple each block's rows separately (``couple_many``)."""
     a_arr, b_arr = _as_array(a, "A", 2), _as_array(b, "B", 2)
     if a_arr.shape != b_arr.shape:
         raise ValueError(f"A and B must have the same shape, got {a_arr.shape} and {b_arr.shape}")
-    return fn(a_arr, b_arr, seed, options if tokens is None else {**options, "tokens": tokens})
+    if tokens is not None and structure is not None:
+        raise ValueError("give the token structure once: tokens= (CLIP rows) or structure=")
+    if tokens is not None:
+        structure = clip_blocks(tokens, a_arr.shape[0])
+    if per_block:
+        pair = None if structure is None else [structure]
+        return couple_many(
+            a_arr[None],
+            b_arr[None],
+            method,
+            [seed],
+            structure=pair,
+            per_block=True,
+            workers=1,
+            **options,
+        )[0]
+    extra = {} if structure is None else {"structure": list(structure)}
+    return _method(method).fn(a_arr, b_arr, seed, {**options, **extra})
+
+
+def _per_block(
+    a: np.ndarray,
+    b: np.ndarray,
+    method: str,
+    seeds: list[int],
+    structure: Sequence[Sequence[PairBlock]],
+    workers: int | None,
+    chunk_size: int,
+    options: dict[str, Any],
+) -> list[Coupling]:
+    """``couple_many(..., per_block=True)``: each block's rows coupled alone, then joined."""
+    layout = [(x.encoder, x.start, x.rows) for x in structure[0]]
+    if any([(x.encoder, x.start, x.rows) for x in s] != layout for s in structure):
+        raise ValueError("per-block coupling needs the same row blocks in every pair")
+    for blocks in structure:
+        check_covers(blocks, a.shape[1])
+    parts = []
+    for k, (encoder, start, rows) in enumerate(layout):
+        local = [
+            [dataclasses.replace(s[k], start=0)] for s in structure
+        ]  # the block alone, its rows renumbered from 0
+        block_seeds = seeds if k == 0 else [derive_seed(s, "block", encoder) for s in seeds]
+        parts.append(
+            couple_many(
+                a[:, start : start + rows],
+                b[:, start : start + rows],
+                method,
+                block_seeds,
+                structure=local,
+                workers=workers,
+                chunk_size=chunk_size,
+                **options,
+            )
+        )
+    return [join_blocks([part[p] for part in parts]) for p in range(a.shape[0])]
+
+
+def join_blocks(parts: Sequence[Coupling]) -> Coupling:
+    """One coupling of all rows from couplings of consecutive blocks of rows."""
+    sizes = [_rows(c) for c in parts]
+    n = sum(sizes)
+    cost = sum(c.cost * k for c, k in zip(parts, sizes, strict=True)) / n
+    first = parts[0]
+    offsets = np.cumsum([0, *sizes[:-1]])
+    if all(c.permutation is not None for c in parts):
+        perm = np.concatenate(
+            [np.asarray(c.permutation) + o for c, o in zip(parts, offsets, strict=True)]
+        )
+        return Coupling(first.method, cost, perm, path=first.path)
+    plan = np.zeros((n, n))
+    for c, o, k in zip(parts, offsets, sizes, strict=True):
+        block = c.plan if c.plan is not None else np.eye(k)[np.asarray(c.permutation)] / k
+        plan[o : o + k, o : o + k] = block * (k / n)
+    return Coupling(first.method, cost, plan=plan, path=first.path)
+
+
+def _rows(c: Coupling) -> int:
+    return len(c.permutation) if c.permutation is not None else len(np.asarray(c.plan))
 
 
 @contextlib.contextmanager
@@ -349,14 +437,24 @@ def couple_many(
     seeds: Sequence[int] | None = None,
     *,
     tokens: Sequence[tuple[int, int]] | None = None,
+    structure: Sequence[Sequence[PairBlock]] | None = None,
+    per_block: bool = False,
     workers: int | None = None,
     chunk_size: int = 8,
     **options: Any,
 ) -> list[Coupling]:
-    """Couple ``a[p]`` to ``b[p]`` for each of P pairs (a, b: P x n x d), as ``couple`` does.
+    """Couple ``a[p]`` to ``b[p]`` for each of P pairs (a, b: P x n x d).
 
-    ``seeds[p]`` seeds pair p (default 0 for every pair, like ``couple``); ``tokens[p]`` are
-    its prompts' token counts (for the methods that need them). Chunks of
+    ``seeds[p]`` seeds pair p (default 0); ``structure[p]`` is its row blocks, or for CLIP
+    rows ``tokens[p]`` its prompts' token counts (for the methods that read them).
+
+    ``per_block`` couples each block's rows on their own (the same blocks for every pair:
+    one model) and joins the parts: a permutation that keeps every row in its encoder's
+    block, or a block-diagonal plan with each block's mass in proportion to its rows; the
+    cost is the row-weighted mean of the blocks' costs. Block k > 0 draws from a seed derived
+    from the pair's and the encoder's name. With one block it is the joint coupling.
+
+    Chunks of
     ``chunk_size`` pairs run on ``workers`` threads (default ``os.cpu_count()``): the
     matrix products and POT's network simplex release the GIL. Torch is held to one
     intra-op thread during the call, so that idle-spinning torch threads do not take the
@@ -366,17 +464,25 @@ def couple_many(
     a_arr, b_arr = _as_array(a, "A", 3), _as_array(b, "B", 3)
     if a_arr.shape != b_arr.shape:
         raise ValueError(f"A and B must have the same shape, got {a_arr.shape} and {b_arr.shape}")
-    pairs = a_arr.shape[0]
+    pairs, n = a_arr.shape[0], a_arr.shape[1]
     seed_list = [0] * pairs if seeds is None else [int(s) for s in seeds]
     if len(seed_list) != pairs:
         raise ValueError(f"got {len(seed_list)} seeds for {pairs} pairs")
-    if tokens is not None and len(tokens) != pairs:
-        raise ValueError(f"got {len(tokens)} token counts for {pairs} pairs")
-    if meth.needs_tokens and tokens is None:
+    if tokens is not None and structure is not None:
+        raise ValueError("give the token structure once: tokens= (CLIP rows) or structure=")
+    if tokens is not None:
+        if len(tokens) != pairs:
+            raise ValueError(f"got {len(tokens)} token counts for {pairs} pairs")
+        structure = [clip_blocks(t, n) for t in tokens]
+    if structure is not None and len(structure) != pairs:
+        raise ValueError(f"got {len(structure)} row structures for {pairs} pairs")
+    if (meth.needs_tokens or per_block) and structure is None:
         raise ValueError(f"coupling method {method!r} needs the prompts' token counts (tokens=)")
+    if per_block and structure is not None:
+        return _per_block(a_arr, b_arr, method, seed_list, structure, workers, chunk_size, options)
 
     def opts(p: int) -> dict[str, Any]:
-        return options if tokens is None else {**options, "tokens": tokens[p]}
+        return options if structure is None else {**options, "structure": structure[p]}
 
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")

@@ -8,6 +8,7 @@ under one metadata key (safetensors writes several keys in a random order).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -22,18 +23,21 @@ from otpc.errors import InputError
 from otpc.families import Family, family_for
 from otpc.models import LoadedModel
 from otpc.quiet import quiet_libraries
+from otpc.row_blocks import RowBlock
 
 
 @dataclass(frozen=True)
 class PromptEmbedding:
     """One prompt's embedding (n x d, float32), with how it was tokenised: ``token_digest``
-    hashes the token ids the pipeline encodes (equal digests: equal embeddings)."""
+    hashes the token ids the pipeline encodes (equal digests: equal embeddings); ``blocks``
+    say which encoder each row comes from and which rows are tokens, not padding."""
 
     prompt: str
     embeds: torch.Tensor
     n_tokens: int
     truncated: bool
     token_digest: str
+    blocks: tuple[RowBlock, ...]  # which encoder each row comes from, which rows are tokens
     pooled: torch.Tensor | None = None
 
     @property
@@ -70,6 +74,7 @@ def encode(model: LoadedModel, prompts: list[str]) -> list[PromptEmbedding]:
             n,
             truncated,
             token_digest(family, prompt),
+            tuple(family.row_blocks(prompt)),
             None if cond.pooled is None else cond.pooled[i].float().cpu(),
         )
         for i, (prompt, (n, truncated)) in enumerate(zip(prompts, counts, strict=True))
@@ -89,6 +94,7 @@ def save(folder: Path, emb: PromptEmbedding) -> Path:
                 "n_tokens": emb.n_tokens,
                 "truncated": emb.truncated,
                 "token_digest": emb.token_digest,
+                "blocks": [dataclasses.astuple(block) for block in emb.blocks],
             },
             sort_keys=True,
         )
@@ -104,7 +110,8 @@ def load(folder: Path, key: str) -> PromptEmbedding:
         with safe_open(str(path), "pt") as fh:
             meta = json.loads((fh.metadata() or {})["otpc"])
             tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118 - not iterable
-    except (FileNotFoundError, SafetensorError, OSError, KeyError, ValueError) as err:
+        blocks = tuple(RowBlock(*block) for block in meta["blocks"])  # KeyError: an older otpc's
+    except (FileNotFoundError, SafetensorError, OSError, KeyError, TypeError, ValueError) as err:
         raise InputError(
             f"{path}: missing or unreadable embedding ({err}); re-run `embed`"
         ) from err
@@ -114,5 +121,6 @@ def load(folder: Path, key: str) -> PromptEmbedding:
         int(meta["n_tokens"]),
         bool(meta["truncated"]),
         str(meta["token_digest"]),
+        blocks,
         tensors.get("pooled"),
     )

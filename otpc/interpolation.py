@@ -22,6 +22,7 @@ from otpc.params import LpipsBackbone, RenderParams, ScoreParams
 from otpc.paths import conditioning_path, t_grid
 from otpc.perceptual import PathLength, load_lpips, path_length, step_distances
 from otpc.render import Renderer
+from otpc.row_blocks import pair_blocks
 from otpc.seeds import coupling_seed, latent_seed
 from otpc.text import shorten
 
@@ -73,7 +74,7 @@ def interpolate_pair(
             b,
             m,
             seed=coupling_seed(settings.seed, pid, m, 0),
-            tokens=(ea.n_tokens, eb.n_tokens),
+            structure=pair_blocks(ea.blocks, eb.blocks),
             sinkhorn_reg=sinkhorn_reg,
         )
         for m in methods

@@ -147,6 +147,11 @@ class CoupleParams(_Section):
         0.05, gt=0, le=100, description="entropic regularisation, relative to the mean cost"
     )
     seed: int = Field(0, ge=0)
+    blocks: Literal["joint", "per_encoder"] = Field(
+        "joint",
+        description="joint: all rows one cloud (the paper's reading); per_encoder: each text "
+        "encoder's rows coupled on their own",
+    )
 
     @field_validator("methods")
     @classmethod

@@ -82,6 +82,7 @@ EMBEDDINGS = Table(
         "key": (pl.String(), "name of its file <key>.safetensors (hash of the text)"),
         "n_tokens": (pl.Int64(), "tokens with start/end tokens, before truncation"),
         "truncated": (pl.Boolean(), "longer than the tokenizer's limit, cut as the pipeline cuts"),
+        "encoders": (pl.String(), "its rows by encoder: tokens / rows, e.g. clip 9/77, t5 12/256"),
         "model": (pl.String(), "fingerprint of the model that encoded it"),
     },
 )
@@ -100,8 +101,8 @@ COUPLINGS = Table(
         "tokens_a": (pl.Int32(), "tokens of prompt A, start and end included, before truncation"),
         "tokens_b": (pl.Int32(), "tokens of prompt B"),
         "degenerate": (pl.Boolean(), "A and B tokenize identically: clip and ot paths do not move"),
-        "bos_fixed": (pl.Boolean(), "the start token goes to the start token (null: a plan)"),
-        "eos_to_eos": (pl.Boolean(), "A's end token goes to B's end token (null: a plan)"),
+        "bos_fixed": (pl.Boolean(), "start tokens go to start tokens (null: a plan, or none: T5)"),
+        "eos_to_eos": (pl.Boolean(), "A's end tokens go to B's, per encoder (null: a plan)"),
         "real_to_pad": (pl.Int32(), "A's word and end-token rows sent to padding rows of B"),
         "real_cost_share": (pl.Float64(), "share of the cost in A's token rows (null: cost 0)"),
     },

@@ -14,8 +14,10 @@ from otpc.errors import InputError
 
 SAVE = (
     "import sys, torch; from pathlib import Path; from otpc import embeddings; "
+    "from otpc.row_blocks import RowBlock; "
     "e = embeddings.PromptEmbedding('a cat', torch.arange(12.).reshape(3, 4), 5, False, "
-    "'0123abcd', torch.ones(2)); print(embeddings.save(Path(sys.argv[1]), e))"
+    "'0123abcd', (RowBlock('clip', 0, 2, 2, True), RowBlock('t5', 2, 1, 1, False)), "
+    "torch.ones(2)); print(embeddings.save(Path(sys.argv[1]), e))"
 )
 
 
@@ -37,6 +39,7 @@ def test_the_same_embedding_is_the_same_bytes_in_any_process(tmp_path: Path) -> 
     back = embeddings.load(files[0].parent, files[0].stem)
     assert (back.prompt, back.n_tokens, back.truncated) == ("a cat", 5, False)
     assert back.token_digest == "0123abcd"
+    assert [b.encoder for b in back.blocks] == ["clip", "t5"] and back.blocks[1].start == 2
     assert back.embeds.shape == (3, 4) and back.pooled.tolist() == [1.0, 1.0]
 
 

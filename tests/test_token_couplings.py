@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from otpc.couplings import cost_matrix, couple, couple_many, token_blocks
+from otpc.couplings import cost_matrix, couple, couple_many
 from otpc.paths import path_frames, t_grid
+from otpc.row_blocks import clip_blocks, token_groups
 from otpc.token_structure import token_structure
 
 N = 12
@@ -19,6 +20,11 @@ N = 12
 def clouds(seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((N, 5)), rng.standard_normal((N, 5))
+
+
+def token_blocks(tokens: tuple[int, int], n: int) -> list[np.ndarray]:
+    """The groups structure-respecting couplings keep, for CLIP rows with these token counts."""
+    return token_groups(clip_blocks(tokens, n))
 
 
 def blocks_of(perm: np.ndarray, blocks: list[np.ndarray]) -> bool:
@@ -80,7 +86,7 @@ def test_token_structure_of_known_permutations() -> None:
     a, b = clouds(3)
     tokens = (4, 6)  # A: rows 0-3 tokens (3 its end); B: rows 0-5 (5 its end)
     identity = np.arange(N)
-    s = token_structure(a, b, identity, tokens)
+    s = token_structure(a, b, identity, clip_blocks(tokens, N))
     assert s["bos_fixed"] and not s["eos_to_eos"] and s["real_to_pad"] == 0
     per_row = np.sum((a - b) ** 2, axis=1)
     assert s["real_cost_share"] == pytest.approx(per_row[:4].sum() / per_row.sum())
@@ -88,10 +94,12 @@ def test_token_structure_of_known_permutations() -> None:
     swapped[[0, 1]] = [1, 0]  # start token to a word; a word to the start token
     swapped[[2, 7]] = [7, 2]  # a word of A to padding of B
     swapped[[3, 5]] = [5, 3]  # A's end token to B's end token
-    s = token_structure(a, b, swapped, tokens)
+    s = token_structure(a, b, swapped, clip_blocks(tokens, N))
     assert not s["bos_fixed"] and s["eos_to_eos"] and s["real_to_pad"] == 1
-    assert token_structure(a, a, identity, tokens)["real_cost_share"] is None  # cost 0
-    assert set(token_structure(a, b, None, tokens).values()) == {None}
+    assert (
+        token_structure(a, a, identity, clip_blocks(tokens, N))["real_cost_share"] is None
+    )  # cost 0
+    assert set(token_structure(a, b, None, clip_blocks(tokens, N)).values()) == {None}
 
 
 def test_every_permutation_method_counts_tokens_sent_to_padding_the_same_way() -> None:
@@ -100,9 +108,13 @@ def test_every_permutation_method_counts_tokens_sent_to_padding_the_same_way() -
     for method, tokens in itertools.product(("ot", "random", "ot_blocks"), [(5, 3), (3, 5)]):
         c = couple(a, b, method, seed=2, tokens=tokens)
         expected = sum(1 for i in range(1, tokens[0]) if c.permutation[i] >= tokens[1])
-        assert token_structure(a, b, c.permutation, tokens)["real_to_pad"] == expected
+        assert (
+            token_structure(a, b, c.permutation, clip_blocks(tokens, N))["real_to_pad"] == expected
+        )
     blocks = couple(a, b, "ot_blocks", tokens=(5, 3))
-    assert token_structure(a, b, blocks.permutation, (5, 3))["real_to_pad"] == 2  # 5 > 3: B pads
+    assert (
+        token_structure(a, b, blocks.permutation, clip_blocks((5, 3), N))["real_to_pad"] == 2
+    )  # 5 > 3: B pads
 
 
 def test_sinkhorn_cost_is_how_far_its_path_moves() -> None:

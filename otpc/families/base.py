@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from otpc.row_blocks import RowBlock
+
 
 @dataclass(frozen=True)
 class Conditioning:
@@ -88,6 +90,10 @@ class Family(ABC):
     @abstractmethod
     def denoiser(self, module: Any) -> None: ...
 
+    def _count(self, tokenizer: Any, prompt: str) -> int:
+        """Tokens ``tokenizer`` makes of ``prompt`` (with its special tokens), untruncated."""
+        return len(tokenizer(prompt, truncation=False).input_ids)
+
     @property
     def vae(self) -> Any:
         return self.pipe.vae
@@ -113,8 +119,12 @@ class Family(ABC):
 
     @abstractmethod
     def token_count(self, prompt: str) -> tuple[int, bool]:
-        """Tokens of ``prompt`` in the rows' first block (start and end tokens included) and
-        whether the pipeline truncates it."""
+        """Tokens of ``prompt`` for the rows' first encoder (start and end tokens included,
+        before truncation) and whether the pipeline truncates it for any encoder."""
+
+    @abstractmethod
+    def row_blocks(self, prompt: str) -> list[RowBlock]:
+        """Which encoder each of ``prompt``'s rows comes from, and which are its tokens."""
 
     @abstractmethod
     def encode(self, prompts: list[str], device: torch.device) -> Conditioning:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from otpc.families.base import Conditioning, Family
+from otpc.row_blocks import RowBlock
 
 MAX_ROWS = 512  # FluxPipeline's limit on max_sequence_length
 DEFAULT_SAMPLE_SIZE = 128  # FluxPipeline's default latent size (1024 px with its VAE)
@@ -84,8 +85,19 @@ class FluxFamily(Family):
         ]
 
     def token_count(self, prompt: str) -> tuple[int, bool]:
-        ids = self.pipe.tokenizer_2(prompt, truncation=False).input_ids
-        return len(ids), len(ids) > self.rows
+        n = self._count(self.pipe.tokenizer_2, prompt)
+        return n, n > self.rows
+
+    def row_blocks(self, prompt: str) -> list[RowBlock]:
+        return [
+            RowBlock(
+                "t5",
+                0,
+                self.rows,
+                min(self._count(self.pipe.tokenizer_2, prompt), self.rows),
+                False,
+            )
+        ]
 
     def encode(self, prompts: list[str], device: torch.device) -> Conditioning:
         rows, pooled, _ = self.pipe.encode_prompt(

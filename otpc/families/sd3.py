@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from otpc.families.base import Conditioning, Family
+from otpc.row_blocks import RowBlock
 
 T5_ROWS = 256  # StableDiffusion3Pipeline's default max_sequence_length
 
@@ -59,8 +60,20 @@ class SD3Family(Family):
         ]
 
     def token_count(self, prompt: str) -> tuple[int, bool]:
-        ids = self.pipe.tokenizer(prompt, truncation=False).input_ids
-        return len(ids), len(ids) > self.pipe.tokenizer_max_length
+        clip = self._count(self.pipe.tokenizer, prompt)
+        t5 = self._count(self.pipe.tokenizer_3, prompt)
+        return clip, clip > self.pipe.tokenizer_max_length or t5 > self.t5_rows
+
+    def row_blocks(self, prompt: str) -> list[RowBlock]:
+        clip_rows = self.pipe.tokenizer_max_length
+        clip = min(self._count(self.pipe.tokenizer, prompt), clip_rows)
+        # without T5 (text_encoder_3=None) the pipeline fills its rows with zeros
+        t5 = min(self._count(self.pipe.tokenizer_3, prompt), self.t5_rows)
+        t5 = t5 if self.pipe.text_encoder_3 is not None else 0
+        return [
+            RowBlock("clip-l+clip-g", 0, clip_rows, clip, True),
+            RowBlock("t5", clip_rows, self.t5_rows, t5, False),
+        ]
 
     def encode(self, prompts: list[str], device: torch.device) -> Conditioning:
         rows, _, pooled, _ = self.pipe.encode_prompt(

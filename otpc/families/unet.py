@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from otpc.families.base import Conditioning, Family
+from otpc.row_blocks import RowBlock
 
 
 class UNetFamily(Family):
@@ -45,9 +46,13 @@ class UNetFamily(Family):
         return [(tok, tok.model_max_length) for tok in found if tok is not None]
 
     def token_count(self, prompt: str) -> tuple[int, bool]:
-        tokenizer = self.pipe.tokenizer
-        ids = tokenizer(prompt, truncation=False).input_ids
-        return len(ids), len(ids) > tokenizer.model_max_length
+        n = self._count(self.pipe.tokenizer, prompt)
+        return n, n > self.pipe.tokenizer.model_max_length
+
+    def row_blocks(self, prompt: str) -> list[RowBlock]:
+        rows = self.pipe.tokenizer.model_max_length
+        tokens = min(self._count(self.pipe.tokenizer, prompt), rows)
+        return [RowBlock("clip-l+clip-g" if self.is_xl else "clip", 0, rows, tokens, True)]
 
     def encode(self, prompts: list[str], device: torch.device) -> Conditioning:
         if self.is_xl:

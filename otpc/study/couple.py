@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from otpc import embeddings
 from otpc.couplings import METHODS, Coupling, couple_many
 from otpc.params import CoupleParams
+from otpc.row_blocks import PairBlock, pair_blocks
 from otpc.seeds import coupling_seed
 from otpc.study.embed import load_index
 from otpc.tables import COUPLINGS, PAIRS
@@ -49,15 +50,22 @@ def couple_pairs(
         ]
         a, b = (np.stack([e.embeds.double().numpy() for e in side]) for side in loaded)
         tokens = [(ea.n_tokens, eb.n_tokens) for ea, eb in zip(*loaded, strict=True)]
+        blocks = [pair_blocks(ea.blocks, eb.blocks) for ea, eb in zip(*loaded, strict=True)]
         same = [ea.token_digest == eb.token_digest for ea, eb in zip(*loaded, strict=True)]
         for method in params.methods:
             for r in range(replicates(params, method)):
                 seeds = [coupling_seed(params.seed, pid, method, r) for pid in ids]
                 found = couple_many(
-                    a, b, method, seeds, tokens=tokens, sinkhorn_reg=params.sinkhorn_reg
+                    a,
+                    b,
+                    method,
+                    seeds,
+                    structure=blocks,
+                    per_block=params.blocks == "per_encoder",
+                    sinkhorn_reg=params.sinkhorn_reg,
                 )
                 rows += [
-                    _row(pid, r, c, a[p], b[p], tokens[p], same[p])
+                    _row(pid, r, c, a[p], b[p], tokens[p], blocks[p], same[p])
                     for p, (pid, c) in enumerate(zip(ids, found, strict=True))
                 ]
         bar.update(len(chunk))
@@ -72,6 +80,7 @@ def _row(
     a: np.ndarray,
     b: np.ndarray,
     tokens: tuple[int, int],
+    blocks: list[PairBlock],
     degenerate: bool,
 ) -> dict[str, object]:
     return {
@@ -86,7 +95,7 @@ def _row(
         "tokens_a": tokens[0],
         "tokens_b": tokens[1],
         "degenerate": degenerate,
-        **token_structure(a, b, c.permutation, tokens),
+        **token_structure(a, b, c.permutation, blocks),
     }
 
 

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from otpc import embeddings
 from otpc.atomic import atomic_dir
 from otpc.models import ModelSpec, load_pipeline
+from otpc.row_blocks import label
 from otpc.study.layout import INDEX
 from otpc.tables import EMBEDDINGS, PAIRS
 
@@ -33,6 +34,7 @@ def embed(pairs_path: Path, spec: ModelSpec, out: Path, batch_size: int = 32) ->
                         "key": emb.key,
                         "n_tokens": emb.n_tokens,
                         "truncated": emb.truncated,
+                        "encoders": label(emb.blocks),
                         "model": model.resolved.fingerprint,
                     }
                 )
