@@ -1,22 +1,32 @@
-"""Render speed: diffusers' StableDiffusionPipeline against otpc's Renderer, one process.
+"""Render speed: the model's diffusers pipeline against otpc's Renderer, one process.
 
 The same interpolation paths (between prompt embeddings under a permutation coupling, every
-frame of a path from the same seeded noise) are rendered on one device by
+frame of a path from the same seeded noise; pooled vectors moved linearly) are rendered on
+one device by
 
-  (a) StableDiffusionPipeline, one frame per call;
+  (a) the pipeline (StableDiffusionPipeline, StableDiffusion3Pipeline or FluxPipeline), one
+      frame per call;
   (b) the same pipeline, all frames of a path per call (a ``prompt_embeds`` batch), with a
-      channels-last ``torch.compile``'d U-Net with ``--compile`` (off by default: compiling
-      on a CPU is slow);
+      channels-last ``torch.compile``'d denoiser with ``--compile`` (off by default:
+      compiling on a CPU is slow);
   (c) otpc's Renderer through ``render_missing`` into an empty frame cache (frames written
       as PNG files: (a) and (b) only return images, so (c) pays for its disk writes), its
-      U-Net compiled too with ``--compile``.
+      denoiser compiled too with ``--compile``.
 
 It prints s/image for each, the ratios (a)/(c) and (b)/(c), (c)'s share of the compute floor
-(FLOPs counted with FlopCounterMode on one U-Net forward and one VAE decode, peak from a
+(FLOPs counted with FlopCounterMode on one denoiser forward and one VAE decode, peak from a
 large matmul measured in the same run and dtype), and peak GPU memory on CUDA.
+
+Architectures: the offline tiny models (``tiny``, ``tiny-sd3``, ``tiny-flux``), and with
+random weights the shapes of SD 1.5 (``sd15``), SD 3.5 Medium (``sd3``) and FLUX.1 [dev]
+(``flux``: 12B parameters, 24 GB in bf16; for a GPU). Their text encoders are one layer of
+the real widths: the benchmark feeds embeddings, so only their output shapes matter.
+``--layers N`` keeps N transformer blocks (FLUX: N double and 2N single), for a smaller
+machine: per-block cost and the loop's overhead, not the model's speed.
 
   python benchmarks/render.py --arch tiny --device cpu --steps 2 --frames 3 --paths 2
   python benchmarks/render.py --arch sd15 --device cuda --dtype float16 --compile
+  python benchmarks/render.py --arch flux --device cuda --dtype bfloat16 --steps 28
 
 Besides torch it needs only diffusers, transformers and what otpc.render imports (no POT).
 """
@@ -36,12 +46,17 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from otpc.embeddings import encode
+from otpc.families import Conditioning, Family
+from otpc.families.flux import FluxFamily, pack
 from otpc.frame_cache import FrameCache
 from otpc.models import DTYPES, LoadedModel, ModelSpec, Resolved, load_pipeline, pick_device
 from otpc.params import RenderSettings
-from otpc.render import FrameJob, Renderer, initial_latents, render_missing
+from otpc.render import FrameJob, Renderer, render_missing
 
-SD15 = json.loads((Path(__file__).parent / "sd15_architecture.json").read_text())
+HERE = Path(__file__).parent
+SD15 = json.loads((HERE / "sd15_architecture.json").read_text())
+TRANSFORMERS = {"sd3": "sd35_architecture.json", "flux": "flux_architecture.json"}
+TINY = ("tiny", "tiny-sd3", "tiny-flux")
 
 
 def build_sd15(device: torch.device, dtype: torch.dtype):
@@ -81,6 +96,97 @@ def build_sd15(device: torch.device, dtype: torch.dtype):
     return LoadedModel(pipe, Resolved("random-sd15-architecture", None, device, dtype, True))
 
 
+def build_transformer_model(
+    arch: str, device: torch.device, dtype: torch.dtype, layers: int | None
+) -> LoadedModel:
+    """An SD-3.5-Medium- or FLUX.1-dev-shaped pipeline with random weights (no download);
+    ``layers``: keep that many transformer blocks (FLUX: double, and twice as many single)."""
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import (
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        T5Config,
+        T5EncoderModel,
+    )
+
+    from otpc.t5_vocab import t5_tokenizer
+    from otpc.tiny import clip_text_config, clip_tokenizer
+
+    spec = json.loads((HERE / TRANSFORMERS[arch]).read_text())
+    shape = dict(spec["transformer"])
+    if layers is not None:
+        shape["num_layers"] = layers
+        if arch == "flux":
+            shape["num_single_layers"] = 2 * layers
+        else:
+            shape["dual_attention_layers"] = [
+                i for i in shape["dual_attention_layers"] if i < layers
+            ]
+    text = spec["text"]
+    t5_tok = t5_tokenizer(text["t5_rows"])
+    torch.manual_seed(0)
+    with torch.device(device):
+        cls = FluxTransformer2DModel if arch == "flux" else SD3Transformer2DModel
+        transformer = cls(**shape).to(dtype)
+        vae = AutoencoderKL(**spec["vae"]).to(dtype)
+        t5 = T5EncoderModel(
+            T5Config(
+                vocab_size=len(t5_tok),
+                d_model=text["t5_width"],
+                d_kv=64,
+                d_ff=256,
+                num_layers=1,
+                num_heads=2,
+                feed_forward_proj="gated-gelu",
+                pad_token_id=t5_tok.pad_token_id,
+                eos_token_id=t5_tok.eos_token_id,
+                decoder_start_token_id=t5_tok.pad_token_id,
+            )
+        ).to(dtype)
+        tokenizers = [clip_tokenizer(), clip_tokenizer(pad_token="!")]
+        clips = []
+        for tok, width in zip(tokenizers, text["clip_widths"], strict=False):
+            config = clip_text_config(tok, width, layers=1, heads=width // 64)
+            if arch == "flux":
+                clips.append(CLIPTextModel(config).to(dtype))
+            else:
+                config.projection_dim = width
+                clips.append(CLIPTextModelWithProjection(config).to(dtype))
+    scheduler = FlowMatchEulerDiscreteScheduler(**spec["scheduler"])
+    if arch == "flux":
+        pipe = FluxPipeline(
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=clips[0],
+            tokenizer=tokenizers[0],
+            text_encoder_2=t5,
+            tokenizer_2=t5_tok,
+            transformer=transformer,
+        )
+    else:
+        pipe = StableDiffusion3Pipeline(
+            transformer=transformer,
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=clips[0],
+            tokenizer=tokenizers[0],
+            text_encoder_2=clips[1],
+            tokenizer_2=tokenizers[1],
+            text_encoder_3=t5,
+            tokenizer_3=t5_tok,
+        )
+    pipe.set_progress_bar_config(disable=True)
+    label = f"random-{arch}-architecture" + (f"-{layers}-layers" if layers else "")
+    return LoadedModel(pipe, Resolved(label, None, device, dtype, True))
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -95,28 +201,21 @@ def timed(device: torch.device, fn: Callable[[], object]) -> tuple[float, object
     return time.perf_counter() - start, out
 
 
-def latent_shape(pipe, height: int, width: int) -> tuple[int, int, int, int]:
-    """One image's latent shape (1, C, h, w)."""
-    scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    return 1, pipe.unet.config.in_channels, height // scale, width // scale
-
-
 @torch.no_grad()
-def count_flops(model: LoadedModel, height: int, width: int) -> tuple[float, float]:
-    """FLOPs of one U-Net forward (one sample) and of one VAE decode (one image).
-
-    Attention runs on SDPA's math backend while counting, so it is counted on every device.
-    """
-    pipe, dev, dtype = model.pipe, model.resolved.device, model.resolved.dtype
-    lat = torch.randn(latent_shape(pipe, height, width), device=dev, dtype=dtype)
-    cond = torch.randn(1, 77, pipe.unet.config.cross_attention_dim, device=dev, dtype=dtype)
-    t = torch.tensor(500, device=dev)
+def count_flops(renderer: Renderer) -> tuple[float, float]:
+    """FLOPs of one denoiser forward (one sample, the unconditional conditioning) and of one
+    VAE decode (one image). Attention runs on SDPA's math backend while counting, so it is
+    counted on every device."""
+    family, dev, dtype = renderer.family, renderer.res.device, renderer.res.dtype
+    scheduler = renderer.scheduler()
+    latents = family.start(renderer.initial_latents(0).to(dev, dtype), scheduler)
+    t = scheduler.timesteps[0]
     with sdpa_kernel(SDPBackend.MATH):
-        with FlopCounterMode(display=False) as unet_count:
-            pipe.unet(lat, t, encoder_hidden_states=cond, return_dict=False)
+        with FlopCounterMode(display=False) as denoiser_count:
+            family.predict(scheduler, latents, t, renderer.negative, renderer.guidance)
         with FlopCounterMode(display=False) as vae_count:
-            pipe.vae.decode(lat, return_dict=False)
-    return float(unet_count.get_total_flops()), float(vae_count.get_total_flops())
+            family.decode(latents)
+    return float(denoiser_count.get_total_flops()), float(vae_count.get_total_flops())
 
 
 @torch.no_grad()
@@ -132,7 +231,8 @@ def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
 
 def make_paths(model: LoadedModel, n_paths: int, frames: int, seed: int) -> list[FrameJob]:
     """Every frame of ``n_paths`` paths E(t) = (1 - t) A + t B[sigma] between prompt pairs,
-    sigma a seeded random permutation (any coupling costs the same to render)."""
+    sigma a seeded random permutation (any coupling costs the same to render); pooled
+    vectors, where the model has them, move linearly."""
     jobs = []
     t = torch.linspace(0, 1, frames).view(-1, 1, 1)
     for i in range(n_paths):
@@ -141,8 +241,30 @@ def make_paths(model: LoadedModel, n_paths: int, frames: int, seed: int) -> list
         )
         sigma = torch.randperm(b.embeds.shape[0], generator=torch.Generator().manual_seed(seed + i))
         path = (1 - t) * a.embeds + t * b.embeds[sigma]
-        jobs += [FrameJob(frame, seed + i) for frame in path]
+        pooled = None
+        if a.pooled is not None and b.pooled is not None:
+            pooled = (1 - t[:, :, 0]) * a.pooled + t[:, :, 0] * b.pooled
+        jobs += [
+            FrameJob(frame, seed + i, None if pooled is None else pooled[k])
+            for k, frame in enumerate(path)
+        ]
     return jobs
+
+
+def pipeline_kwargs(
+    family: Family, cond: Conditioning, negative: Conditioning, noise: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The pipeline's arguments for these rows and starting noise: FluxPipeline takes its
+    latents packed and has no CFG; the others take the unconditional rows as the negative."""
+    kwargs = {"prompt_embeds": cond.rows}
+    if cond.pooled is not None:
+        kwargs["pooled_prompt_embeds"] = cond.pooled
+    if isinstance(family, FluxFamily):
+        return kwargs | {"latents": pack(noise)}
+    kwargs |= {"latents": noise, "negative_prompt_embeds": negative.rows.expand_as(cond.rows)}
+    if negative.pooled is not None and cond.pooled is not None:
+        kwargs["negative_pooled_prompt_embeds"] = negative.pooled.expand_as(cond.pooled)
+    return kwargs
 
 
 def peak_memory(device: torch.device) -> str:
@@ -157,19 +279,30 @@ def reset_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def build(args: argparse.Namespace, device: torch.device, dtype_name: str) -> LoadedModel:
+    """The model ``--arch`` names, on ``device`` in ``dtype_name``."""
+    dtype = DTYPES[dtype_name]
+    if args.arch == "sd15":
+        return build_sd15(device, dtype)
+    if args.arch in TRANSFORMERS:
+        return build_transformer_model(args.arch, device, dtype, args.layers)
+    return load_pipeline(ModelSpec(args.arch, dtype=dtype_name, device=str(device)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", choices=["tiny", "sd15"], default="tiny")
+    ap.add_argument("--arch", choices=[*TINY, "sd15", *TRANSFORMERS], default="tiny")
+    ap.add_argument("--layers", type=int, default=None, help="sd3/flux: keep N blocks")
     ap.add_argument("--device", default="auto")
     ap.add_argument(
         "--dtype",
         choices=["auto", *DTYPES],
         default="auto",
-        help="auto: float16 on CUDA, float32 elsewhere",
+        help="auto: float16 on CUDA (bfloat16 for sd3, flux), float32 elsewhere",
     )
     ap.add_argument("--size", type=int, default=None, help="image side (default: the model's)")
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--steps", type=int, default=None, help="default: the model's")
+    ap.add_argument("--guidance", type=float, default=None, help="default: the model's")
     ap.add_argument("--frames", type=int, default=16, help="frames per path")
     ap.add_argument("--paths", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=32, help="(c)'s frames per batch")
@@ -184,7 +317,7 @@ def main() -> None:
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="torch.compile the U-Net in (b) and (c) (slow to compile on a CPU)",
+        help="torch.compile the denoiser in (b) and (c) (slow to compile on a CPU)",
     )
     ap.add_argument("--compile-mode", default="default")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: default)")
@@ -194,53 +327,68 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    half = "bfloat16" if args.arch in TRANSFORMERS else "float16"
     dtype_name = (
-        args.dtype if args.dtype != "auto" else ("float16" if device.type == "cuda" else "float32")
+        args.dtype if args.dtype != "auto" else (half if device.type == "cuda" else "float32")
     )
-    dtype = DTYPES[dtype_name]
-    if args.arch == "sd15":
-        model = build_sd15(device, dtype)
-    else:
-        model = load_pipeline(ModelSpec("tiny", dtype=dtype_name, device=str(device)))
+    model = build(args, device, dtype_name)
     pipe = model.pipe
-    scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    size = args.size or pipe.unet.config.sample_size * scale
+    settings = RenderSettings(
+        steps=args.steps,
+        guidance=args.guidance,
+        height=args.size,
+        width=args.size,
+        batch_size=args.batch_size,
+        decode_batch_size=args.decode_batch_size,
+        compile=args.compile,
+        compile_mode=args.compile_mode,
+    )
     jobs = make_paths(model, args.paths, args.frames, args.seed)
+    renderer = Renderer(model, settings.model_copy(update={"compile": False}))
+    family, size, steps, guidance = (
+        renderer.family,
+        renderer.height,
+        renderer.steps,
+        renderer.guidance,
+    )
     n = len(jobs)
     n_a = min(args.a_frames or n, n)
-    cfg = args.guidance > 1.0
+    passes = 2 if family.uses_cfg(guidance) else 1
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
-        f"device {device} ({name}), "
-        f"arch {args.arch}, {dtype_name}, {size}x{size}, {args.steps} steps, guidance "
-        f"{args.guidance}, {args.paths} paths x {args.frames} frames = {n} images, "
-        f"batch {args.batch_size}, compile {args.compile}, torch {torch.__version__}"
+        f"device {device} ({name}), arch {args.arch} ({family.name}), {dtype_name}, "
+        f"{size}x{size}, {steps} steps, guidance {guidance}, {args.paths} paths x "
+        f"{args.frames} frames = {n} images, batch {args.batch_size}, compile {args.compile}, "
+        f"torch {torch.__version__}"
     )
 
-    unet_flops, vae_flops = count_flops(model, size, size)
-    peak = matmul_peak(device, dtype)
-    unet_work = args.steps * (2 if cfg else 1) * unet_flops
-    floor_unet, floor_all = unet_work / peak, (unet_work + vae_flops) / peak
+    denoiser_flops, vae_flops = count_flops(renderer)
+    peak = matmul_peak(device, model.resolved.dtype)
+    work = steps * passes * denoiser_flops
+    floor_denoiser, floor_all = work / peak, (work + vae_flops) / peak
     print(
-        f"FLOPs: U-Net forward {unet_flops / 1e9:.3f} GFLOP/sample, VAE decode "
+        f"FLOPs: denoiser forward {denoiser_flops / 1e9:.3f} GFLOP/sample, VAE decode "
         f"{vae_flops / 1e9:.3f} GFLOP/image; {dtype_name} matmul {peak / 1e12:.2f} TFLOP/s"
     )
-    print(f"compute floor: {floor_unet:.4f} s/image (U-Net), {floor_all:.4f} s/image (U-Net + VAE)")
+    print(
+        f"compute floor: {floor_denoiser:.4f} s/image (denoiser), "
+        f"{floor_all:.4f} s/image (denoiser + VAE)"
+    )
 
-    neg = pipe.encode_prompt("", device, 1, False)[0]
-    lats = [
-        initial_latents(latent_shape(pipe, size, size), job.latent_seed).to(device, dtype)
-        for job in jobs
-    ]
-    embeds = [job.embedding.to(device, dtype) for job in jobs]
+    dev, dtype = model.resolved.device, model.resolved.dtype
+    noise = [renderer.initial_latents(job.latent_seed).to(dev, dtype) for job in jobs]
+    rows = [job.embedding.to(dev, dtype) for job in jobs]
+    pooled = [None if job.pooled is None else job.pooled.to(dev, dtype) for job in jobs]
 
     def pipeline(first: int, count: int) -> list[np.ndarray]:
+        part = slice(first, first + count)
+        cond = Conditioning(
+            torch.stack(rows[part]), None if pooled[0] is None else torch.stack(pooled[part])
+        )
         out = pipe(
-            prompt_embeds=torch.stack(embeds[first : first + count]),
-            negative_prompt_embeds=neg.expand(count, -1, -1),
-            latents=torch.cat(lats[first : first + count]),
-            num_inference_steps=args.steps,
-            guidance_scale=args.guidance,
+            **pipeline_kwargs(family, cond, renderer.negative, torch.cat(noise[part])),
+            num_inference_steps=steps,
+            guidance_scale=guidance,
             height=size,
             width=size,
             output_type="pil",
@@ -254,11 +402,14 @@ def main() -> None:
     s_a = seconds / n_a
     print(f"(a) pipeline, 1 frame/call: {s_a:.4f} s/image ({n_a} images){peak_memory(device)}")
 
-    # (b) one call per path, optionally with a compiled channels-last U-Net
-    base_unet = pipe.unet
+    # (b) one call per path, optionally with a compiled channels-last denoiser
+    part = family.denoiser_part
+    base = getattr(pipe, part)
     if args.compile:
-        pipe.unet = torch.compile(
-            base_unet.to(memory_format=torch.channels_last), mode=args.compile_mode
+        setattr(
+            pipe,
+            part,
+            torch.compile(base.to(memory_format=torch.channels_last), mode=args.compile_mode),
         )
     warm, _ = timed(device, lambda: pipeline(0, args.frames))
     reset_memory(device)
@@ -268,24 +419,15 @@ def main() -> None:
     )
     s_b = seconds / n
     print(
-        f"(b) pipeline, {args.frames} frames/call{', compiled U-Net' if args.compile else ''}: "
+        f"(b) pipeline, {args.frames} frames/call{', compiled denoiser' if args.compile else ''}: "
         f"{s_b:.4f} s/image ({n} images; warm-up {warm:.1f} s){peak_memory(device)}"
     )
-    pipe.unet = base_unet
+    setattr(pipe, part, base)
     torch._dynamo.reset()
 
     # (c) otpc's Renderer into an empty frame cache
-    settings = RenderSettings(
-        steps=args.steps,
-        guidance=args.guidance,
-        height=size,
-        width=size,
-        batch_size=args.batch_size,
-        decode_batch_size=args.decode_batch_size,
-        compile=args.compile,
-        compile_mode=args.compile_mode,
-    )
     renderer = Renderer(model, settings)
+    renderer.free_text_encoders()  # as the render stage does
     warm, _ = timed(device, lambda: renderer.render(jobs[: args.batch_size]))
     reset_memory(device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -301,14 +443,14 @@ def main() -> None:
         f"warm-up {warm:.1f} s){peak_memory(device)}"
     )
 
-    for name, images in (("b", images_b), ("c", images_c)):
+    for label, images in (("b", images_b), ("c", images_c)):
         diff = np.abs(np.stack(images[:n_a]).astype(int) - np.stack(images_a).astype(int))
-        print(f"pixels ({name}) vs (a): max |diff| {diff.max()}, mean {diff.mean():.4f}")
+        print(f"pixels ({label}) vs (a): max |diff| {diff.max()}, mean {diff.mean():.4f}")
     print(f"ratio (a)/(c): {s_a / s_c:.3f}")
     print(f"ratio (b)/(c): {s_b / s_c:.3f}")
     print(
-        f"(c) share of compute floor: {floor_unet / s_c:.1%} (U-Net), "
-        f"{floor_all / s_c:.1%} (U-Net + VAE)"
+        f"(c) share of compute floor: {floor_denoiser / s_c:.1%} (denoiser), "
+        f"{floor_all / s_c:.1%} (denoiser + VAE)"
     )
 
 

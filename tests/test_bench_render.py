@@ -1,4 +1,5 @@
-"""The render benchmark runs end to end on the CPU with the tiny model and prints its ratios."""
+"""The render benchmark runs end to end on the CPU with the tiny models (SD-1.x-, SD3- and
+FLUX.1-shaped) and prints its ratios."""
 
 from __future__ import annotations
 
@@ -7,18 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 NUMBER = r"([0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?)"
 
 
-def test_render_benchmark_prints_ratios():
+@pytest.mark.parametrize("arch", ["tiny", "tiny-sd3", "tiny-flux"])
+def test_render_benchmark_prints_ratios(arch: str) -> None:
     proc = subprocess.run(
         [
             sys.executable,
             str(ROOT / "benchmarks" / "render.py"),
             "--arch",
-            "tiny",
+            arch,
             "--device",
             "cpu",
             "--steps",
@@ -49,9 +53,9 @@ def test_render_benchmark_prints_ratios():
     for ratio in ("(a)/(c)", "(b)/(c)"):
         found = re.search(rf"^ratio {re.escape(ratio)}: {NUMBER}$", out, re.MULTILINE)
         assert found and float(found.group(1)) > 0, (ratio, out)
-    share = re.search(rf"\(c\) share of compute floor: {NUMBER}% \(U-Net\)", out)
+    share = re.search(rf"\(c\) share of compute floor: {NUMBER}% \(denoiser\)", out)
     assert share and 0 < float(share.group(1)) < 100, out
-    flops = re.search(rf"U-Net forward {NUMBER} GFLOP/sample, VAE decode {NUMBER} GFLOP", out)
+    flops = re.search(rf"denoiser forward {NUMBER} GFLOP/sample, VAE decode {NUMBER} GFLOP", out)
     assert flops and float(flops.group(1)) > 0 and float(flops.group(2)) > 0, out
     # The three renderers agree on the pixels (fp32 CPU: up to rounding).
     for diff in re.findall(r"vs \(a\): max \|diff\| (\d+)", out):
