@@ -109,15 +109,10 @@ def build_transformer_model(
         SD3Transformer2DModel,
         StableDiffusion3Pipeline,
     )
-    from transformers import (
-        CLIPTextModel,
-        CLIPTextModelWithProjection,
-        T5Config,
-        T5EncoderModel,
-    )
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
 
     from otpc.t5_vocab import t5_tokenizer
-    from otpc.tiny import clip_text_config, clip_tokenizer
+    from otpc.tiny import clip_text_config, clip_tokenizer, t5_config
 
     spec = json.loads((HERE / TRANSFORMERS[arch]).read_text())
     shape = dict(spec["transformer"])
@@ -136,20 +131,8 @@ def build_transformer_model(
         cls = FluxTransformer2DModel if arch == "flux" else SD3Transformer2DModel
         transformer = cls(**shape).to(dtype)
         vae = AutoencoderKL(**spec["vae"]).to(dtype)
-        t5 = T5EncoderModel(
-            T5Config(
-                vocab_size=len(t5_tok),
-                d_model=text["t5_width"],
-                d_kv=64,
-                d_ff=256,
-                num_layers=1,
-                num_heads=2,
-                feed_forward_proj="gated-gelu",
-                pad_token_id=t5_tok.pad_token_id,
-                eos_token_id=t5_tok.eos_token_id,
-                decoder_start_token_id=t5_tok.pad_token_id,
-            )
-        ).to(dtype)
+        t5_shape = t5_config(t5_tok, text["t5_width"], layers=1, heads=64, d_ff=256)
+        t5 = T5EncoderModel(t5_shape).to(dtype)
         tokenizers = [clip_tokenizer(), clip_tokenizer(pad_token="!")]
         clips = []
         for tok, width in zip(tokenizers, text["clip_widths"], strict=False):

@@ -274,24 +274,44 @@ def build_tiny_sdxl_pipeline(folder: Path) -> None:
 TINY_T5_ROWS = 32  # the tiny T5 tokenizer's length: the rows of tiny-flux (FLUX.1: 512)
 
 
-def _tiny_t5(tokenizer, width: int, seed: int):  # -> transformers.T5EncoderModel
-    """A T5 v1.1-shaped encoder (gated GELU, relative positions), 2 layers, ``width`` wide."""
-    from transformers import T5Config, T5EncoderModel
+def t5_config(tokenizer, width: int, layers: int = 2, heads: int = 4, **extra: Any):
+    """A T5 v1.1 encoder's configuration (gated GELU, relative positions) for ``tokenizer``,
+    ``width`` wide, its MLP twice as wide unless ``d_ff`` is given."""
+    from transformers import T5Config
 
-    config = T5Config(
+    extra.setdefault("d_ff", 2 * width)
+    return T5Config(
         vocab_size=len(tokenizer),
         d_model=width,
-        d_kv=width // 4,
-        d_ff=2 * width,
-        num_layers=2,
-        num_heads=4,
+        d_kv=width // heads,
+        num_layers=layers,
+        num_heads=heads,
         relative_attention_num_buckets=8,
         feed_forward_proj="gated-gelu",
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
+        **extra,
     )
-    return _portable_init(T5EncoderModel(config), seed)
+
+
+def _tiny_t5(tokenizer, width: int, seed: int):  # -> transformers.T5EncoderModel
+    """A tiny T5 encoder, 2 layers, ``width`` wide, portable random weights."""
+    from transformers import T5EncoderModel
+
+    return _portable_init(T5EncoderModel(t5_config(tokenizer, width)), seed)
+
+
+def _flow_vae(seed: int, scaling_factor: float, shift_factor: float):
+    """The 4x autoencoder as SD3's and FLUX's VAEs are set up: no quantisation convolutions,
+    latents scaled and shifted."""
+    return _vae(
+        seed,
+        scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
 
 
 def build_tiny_flux_pipeline(folder: Path) -> None:
@@ -325,13 +345,7 @@ def build_tiny_flux_pipeline(folder: Path) -> None:
             "tokenizer_2": tokenizer_2,
             "text_encoder_2": _tiny_t5(tokenizer_2, 32, TINY_SEED + 31),
             "transformer": _portable_init(transformer, TINY_SEED + 32),
-            "vae": _vae(
-                TINY_SEED + 33,
-                scaling_factor=0.3611,
-                shift_factor=0.1159,
-                use_quant_conv=False,
-                use_post_quant_conv=False,
-            ),
+            "vae": _flow_vae(TINY_SEED + 33, scaling_factor=0.3611, shift_factor=0.1159),
             "scheduler": FlowMatchEulerDiscreteScheduler(  # FLUX.1-dev's
                 shift=3.0,
                 use_dynamic_shifting=True,
@@ -382,13 +396,7 @@ def build_tiny_sd3_pipeline(folder: Path) -> None:
             "tokenizer_3": tokenizer_3,
             "text_encoder_3": _tiny_t5(tokenizer_3, 64, TINY_SEED + 42),
             "transformer": _portable_init(transformer, TINY_SEED + 43),
-            "vae": _vae(
-                TINY_SEED + 44,
-                scaling_factor=1.5305,
-                shift_factor=0.0609,
-                use_quant_conv=False,
-                use_post_quant_conv=False,
-            ),
+            "vae": _flow_vae(TINY_SEED + 44, scaling_factor=1.5305, shift_factor=0.0609),
             "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0),  # SD3's
         },
     )

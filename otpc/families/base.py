@@ -67,6 +67,9 @@ class Family(ABC):
 
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
+        #: the network that predicts the noise (U-Net or transformer), compiled in place by
+        #: the renderer when asked
+        self.denoiser: Any = getattr(pipe, self.denoiser_part)
 
     @classmethod
     def matches(cls, parts: dict[str, str]) -> bool:
@@ -80,15 +83,6 @@ class Family(ABC):
         """What image sides must be multiples of, from the VAE's and denoiser's configs: the
         VAE's downsampling factor by default."""
         return int(2 ** (len(vae["block_out_channels"]) - 1))
-
-    @property
-    @abstractmethod
-    def denoiser(self) -> Any:
-        """The network that predicts the noise (U-Net or transformer)."""
-
-    @denoiser.setter
-    @abstractmethod
-    def denoiser(self, module: Any) -> None: ...
 
     def _count(self, tokenizer: Any, prompt: str) -> int:
         """Tokens ``tokenizer`` makes of ``prompt`` (with its special tokens), untruncated."""
@@ -163,9 +157,10 @@ class Family(ABC):
     ) -> None:
         """Set ``scheduler``'s timesteps for ``steps`` steps at this image size."""
 
-    @abstractmethod
     def start(self, noise: torch.Tensor, scheduler: Any) -> torch.Tensor:
-        """The first latents of the loop from the starting noise (B, C, h, w)."""
+        """The first latents of the loop from the starting noise (B, C, h, w): the noise
+        itself by default (flow matching)."""
+        return noise
 
     @abstractmethod
     def predict(
@@ -179,6 +174,12 @@ class Family(ABC):
         """The denoiser's output for ``latents`` (as ``start`` made them) at ``scheduler``'s
         step ``t``; ``cond`` has one conditioning per latent."""
 
-    @abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [-1, 1] from the loop's final latents."""
+        """Images (B, 3, H, W) in [-1, 1] from the loop's final latents: unscaled by the
+        VAE's ``scaling_factor`` and shifted by its ``shift_factor`` (SD3, FLUX), as the
+        pipelines do."""
+        config = self.vae.config
+        latents = latents.to(self.vae.dtype) / config.scaling_factor
+        if config.get("shift_factor") is not None:
+            latents = latents + config.shift_factor
+        return self.vae.decode(latents, return_dict=False)[0]

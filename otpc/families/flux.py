@@ -59,20 +59,11 @@ class FluxFamily(Family):
 
     def __init__(self, pipe: Any) -> None:
         super().__init__(pipe)
-        self._transformer = pipe.transformer
         self.rows = min(MAX_ROWS, pipe.tokenizer_2.model_max_length)
 
     @classmethod
     def size_multiple_of(cls, vae: dict[str, Any], denoiser: dict[str, Any]) -> int:
         return super().size_multiple_of(vae, denoiser) * 2  # latents are packed 2 x 2
-
-    @property
-    def denoiser(self) -> Any:
-        return self._transformer
-
-    @denoiser.setter
-    def denoiser(self, module: Any) -> None:
-        self._transformer = module
 
     def default_size(self) -> tuple[int, int]:
         side = DEFAULT_SAMPLE_SIZE * self.scale
@@ -119,7 +110,7 @@ class FluxFamily(Family):
     def noise_shape(self, height: int, width: int) -> tuple[int, ...]:
         h = 2 * (height // (self.scale * 2))
         w = 2 * (width // (self.scale * 2))
-        return (self._transformer.config.in_channels // 4, h, w)
+        return (self.pipe.transformer.config.in_channels // 4, h, w)
 
     def set_timesteps(
         self, scheduler: Any, steps: int, height: int, width: int, device: torch.device
@@ -142,9 +133,6 @@ class FluxFamily(Family):
             scheduler.set_timesteps(sigmas=sigmas, device=device, mu=mu)
         scheduler.set_begin_index(0)
 
-    def start(self, noise: torch.Tensor, scheduler: Any) -> torch.Tensor:
-        return noise
-
     def predict(
         self,
         scheduler: Any,
@@ -160,7 +148,7 @@ class FluxFamily(Family):
             embed_guidance = torch.full([1], guidance, device=rows.device, dtype=torch.float32)
             embed_guidance = embed_guidance.expand(batch)
         text_ids = torch.zeros(rows.shape[1], 3).to(device=rows.device, dtype=rows.dtype)
-        out = self._transformer(
+        out = self.denoiser(
             hidden_states=pack(latents),
             timestep=t.expand(batch).to(latents.dtype) / 1000,
             guidance=embed_guidance,
@@ -172,8 +160,3 @@ class FluxFamily(Family):
             return_dict=False,
         )[0]
         return unpack(out, h, w)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        config = self.vae.config
-        latents = latents / config.scaling_factor + config.shift_factor
-        return self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]

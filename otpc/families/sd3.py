@@ -32,20 +32,11 @@ class SD3Family(Family):
 
     def __init__(self, pipe: Any) -> None:
         super().__init__(pipe)
-        self._transformer = pipe.transformer
         self.t5_rows = min(T5_ROWS, pipe.tokenizer_3.model_max_length)
 
     @classmethod
     def size_multiple_of(cls, vae: dict[str, Any], denoiser: dict[str, Any]) -> int:
         return super().size_multiple_of(vae, denoiser) * int(denoiser.get("patch_size", 2))
-
-    @property
-    def denoiser(self) -> Any:
-        return self._transformer
-
-    @denoiser.setter
-    def denoiser(self, module: Any) -> None:
-        self._transformer = module
 
     def default_size(self) -> tuple[int, int]:
         side = self.pipe.default_sample_size * self.scale
@@ -115,9 +106,6 @@ class SD3Family(Family):
             )
         scheduler.set_timesteps(steps, device=device, **shift)
 
-    def start(self, noise: torch.Tensor, scheduler: Any) -> torch.Tensor:
-        return noise
-
     def predict(
         self,
         scheduler: Any,
@@ -126,15 +114,10 @@ class SD3Family(Family):
         cond: Conditioning,
         guidance: float,
     ) -> torch.Tensor:
-        return self._transformer(
+        return self.denoiser(
             hidden_states=latents,
             timestep=t.expand(latents.shape[0]),
             encoder_hidden_states=cond.rows,
             pooled_projections=cond.pooled,
             return_dict=False,
         )[0]
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        config = self.vae.config
-        latents = latents / config.scaling_factor + config.shift_factor
-        return self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]

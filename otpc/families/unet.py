@@ -26,16 +26,7 @@ class UNetFamily(Family):
 
     def __init__(self, pipe: Any) -> None:
         super().__init__(pipe)
-        self._unet = pipe.unet
         self.is_xl = getattr(pipe, "text_encoder_2", None) is not None
-
-    @property
-    def denoiser(self) -> Any:
-        return self._unet
-
-    @denoiser.setter
-    def denoiser(self, module: Any) -> None:
-        self._unet = module
 
     def default_size(self) -> tuple[int, int]:
         side = self.pipe.unet.config.sample_size * self.scale
@@ -105,15 +96,10 @@ class UNetFamily(Family):
     ) -> torch.Tensor:
         x = scheduler.scale_model_input(latents, t)
         height, width = (side * self.scale for side in latents.shape[-2:])
-        return self._unet(
+        return self.denoiser(
             x,
             t,
             encoder_hidden_states=cond.rows,
             added_cond_kwargs=self._added_cond(cond, height, width),
             return_dict=False,
-        )[0]
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(
-            latents.to(self.vae.dtype) / self.vae.config.scaling_factor, return_dict=False
         )[0]
