@@ -263,9 +263,16 @@ def methods_cmd() -> None:
     for name, method in METHODS.items():
         replicated = " (seeded replicates)" if method.stochastic else ""
         click.echo(f"  {name:>{width}}: {method.doc.splitlines()[0]}{replicated}")
-    click.echo("model presets (model.name):")
+    click.echo("model presets (model.name; [what unset render settings become]):")
     for name, preset in PRESETS.items():
-        click.echo(f"  {name:>{width}}: {preset.note}")
+        defaults = [
+            f"{preset.steps} steps" if preset.steps is not None else "",
+            f"guidance {preset.guidance}" if preset.guidance is not None else "",
+            f"{preset.size} px" if preset.size is not None else "",
+            "gated" if preset.gated else "",
+        ]
+        shown = ", ".join(d for d in defaults if d)
+        click.echo(f"  {name:>{width}}: {preset.note}" + (f" [{shown}]" if shown else ""))
 
 
 if __name__ == "__main__":

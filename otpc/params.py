@@ -82,7 +82,7 @@ class _Section(BaseModel):
 
 class RenderSettings(_Section):
     """Everything besides the model and the embedding that decides a frame's pixels, plus how
-    frames are batched and whether the U-Net is compiled (``SPEED_ONLY``)."""
+    frames are batched and whether the denoiser is compiled (``SPEED_ONLY``)."""
 
     steps: int | None = Field(
         None, ge=1, le=1000, description="denoising steps; unset: the model's own"
@@ -101,7 +101,7 @@ class RenderSettings(_Section):
         ge=1,
         le=4096,
         json_schema_extra=SPEED_ONLY,
-        description="frames per U-Net batch (CFG doubles it)",
+        description="frames per denoiser batch (CFG doubles it)",
     )
     decode_batch_size: int = Field(
         8, ge=1, le=4096, json_schema_extra=SPEED_ONLY, description="latents per VAE decode"
@@ -109,7 +109,7 @@ class RenderSettings(_Section):
     compile: bool = Field(
         False,
         json_schema_extra=SPEED_ONLY,
-        description="torch.compile the U-Net (worth it on a GPU)",
+        description="torch.compile the denoiser (worth it on a GPU)",
     )
     compile_mode: Literal[
         "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"

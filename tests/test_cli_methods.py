@@ -14,13 +14,15 @@ def test_methods_lists_registry_and_presets() -> None:
     result = CliRunner().invoke(main, ["methods"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    presets_at = lines.index("model presets (model.name):")
+    presets_at = lines.index("model presets (model.name; [what unset render settings become]):")
     assert lines[0] == "coupling methods (couple.methods):"
     assert [line.split(":")[0].strip() for line in lines[1:presets_at]] == list(METHODS)
     assert [line.split(":")[0].strip() for line in lines[presets_at + 1 :]] == list(PRESETS)
     assert "seeded replicates" in next(
         line for line in result.output.splitlines() if "random:" in line
     )
+    flux = next(line for line in lines if line.strip().startswith("flux-dev:"))
+    assert flux.endswith("[50 steps, guidance 3.5, 1024 px, gated]")
 
 
 def test_version() -> None:

@@ -139,6 +139,7 @@ def _write_render_folder(
     """Copy each path's frames (verified) from the cache into ``out``, with its strip and GIF
     and the frames index; ``out`` is replaced whole."""
     ts = t_grid(frames)
+    model = describe(res)
     rows = [
         {
             "path_id": p,
@@ -148,7 +149,7 @@ def _write_render_folder(
             "key": f.key,
             "file": f"frames/{p}/{f.k:02d}.png",
             "random_weights": res.random_weights,
-            "model": describe(res),
+            "model": model,
         }
         for f in plan
         for p in f.path_ids
