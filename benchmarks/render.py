@@ -73,7 +73,7 @@ def build_sd15(device: torch.device, dtype: torch.dtype):
     )
     from transformers import CLIPTextModel
 
-    from otpc.tiny import clip_text_config, clip_tokenizer
+    from otpc.sd_parts import clip_text_config, clip_tokenizer
 
     tokenizer = clip_tokenizer()
     torch.manual_seed(0)
@@ -111,8 +111,9 @@ def build_transformer_model(
     )
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
 
+    from otpc.sd_parts import clip_text_config, clip_tokenizer
     from otpc.t5_vocab import t5_tokenizer
-    from otpc.tiny import clip_text_config, clip_tokenizer, t5_config
+    from otpc.tiny import t5_config
 
     spec = json.loads((HERE / TRANSFORMERS[arch]).read_text())
     shape = dict(spec["transformer"])

@@ -34,29 +34,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from otpc import clip_vocab, t5_vocab
+from otpc import clip_vocab, sd_parts, t5_vocab
 from otpc.atomic import temporary_prefix
 from otpc.project import otpc_home
 from otpc.quiet import quiet_libraries
+from otpc.sd_parts import (
+    BETAS,
+    clip_text_config,
+    clip_tokenizer,
+    save_pipeline,
+    save_sd_folder,
+)
 from otpc.t5_vocab import t5_tokenizer
 
 TINY_VERSION = "1"
 TINY_SEED = 20251117
-
-
-def clip_tokenizer(pad_token: str = "<|endoftext|>"):  # -> transformers.CLIPTokenizer
-    """CLIP's tokenizer (its real BPE vocabulary, 49,408 tokens), 77 tokens long, padding
-    with ``pad_token`` (SD 2 and SDXL's second encoder pad with "!")."""
-    from transformers import CLIPTokenizer
-
-    with tempfile.TemporaryDirectory() as vocab_dir:
-        clip_vocab.write_tokenizer_files(Path(vocab_dir))
-        return CLIPTokenizer(
-            os.path.join(vocab_dir, "vocab.json"),
-            os.path.join(vocab_dir, "merges.txt"),
-            pad_token=pad_token,
-            model_max_length=77,
-        )
 
 
 def _portable_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -85,26 +77,6 @@ def _portable_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
                 values = (2.0 * rng.random(tuple(param.shape)) - 1.0) * bound
                 param.copy_(torch.from_numpy(values))
     return model
-
-
-def clip_text_config(tokenizer, hidden: int, layers: int = 2, heads: int = 4, **extra: Any):
-    """A CLIP text encoder's configuration for ``tokenizer`` (77 positions, ``hidden`` wide,
-    its MLP twice as wide unless ``intermediate_size`` is given)."""
-    from transformers import CLIPTextConfig
-
-    extra.setdefault("intermediate_size", 2 * hidden)
-    ids = {
-        f"{name}_token_id": getattr(tokenizer, f"{name}_token_id") for name in ("bos", "eos", "pad")
-    }
-    return CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        max_position_embeddings=77,
-        **ids,
-        **extra,
-    )
 
 
 def _vae(seed: int, **extra: Any):  # -> diffusers.AutoencoderKL
@@ -150,34 +122,8 @@ def _unet(seed: int, attention: tuple[str, str], **extra: Any):
     return _portable_init(unet, seed)
 
 
-# Stable Diffusion's noise schedule, shared by the three schedulers.
-BETAS = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-}
-
-
-def _save(folder: Path, pipeline: Any, parts: dict[str, Any]) -> None:
-    """Save the diffusers ``pipeline`` class made of ``parts`` at ``folder``."""
-    pipeline(**parts).save_pretrained(folder, safe_serialization=True)
-
-
 # SD 2 and SDXL attention: heads per level, linear projections in and out of the blocks.
 SD2_ATTENTION = {"attention_head_dim": (2, 4), "use_linear_projection": True}
-
-
-def save_sd_folder(folder: Path, parts: dict[str, Any]) -> None:
-    """Save an SD-1.x/2.x-shaped pipeline made of ``parts`` (no safety checker)."""
-    from diffusers import StableDiffusionPipeline
-
-    no_checker = {
-        "safety_checker": None,
-        "feature_extractor": None,
-        "requires_safety_checker": False,
-    }
-    _save(folder, StableDiffusionPipeline, no_checker | parts)
 
 
 def build_tiny_pipeline(folder: Path) -> None:
@@ -242,7 +188,7 @@ def build_tiny_sdxl_pipeline(folder: Path) -> None:
     tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad_token="!")
     config_2 = clip_text_config(tokenizer_2, 64, hidden_act="gelu", projection_dim=32)
     time_dim = 8  # six size/crop numbers, each embedded in 8 dims, plus the pooled 32
-    _save(
+    save_pipeline(
         folder,
         StableDiffusionXLPipeline,
         {
@@ -334,7 +280,7 @@ def build_tiny_flux_pipeline(folder: Path) -> None:
         guidance_embeds=True,
         axes_dims_rope=(4, 6, 6),
     )
-    _save(
+    save_pipeline(
         folder,
         FluxPipeline,
         {
@@ -385,7 +331,7 @@ def build_tiny_sd3_pipeline(folder: Path) -> None:
         pooled_projection_dim=64,
         pos_embed_max_size=8,
     )
-    _save(
+    save_pipeline(
         folder,
         StableDiffusion3Pipeline,
         {
@@ -415,7 +361,7 @@ def _builder_hash() -> str:
     """A hash of the code that builds the models (this file and the tokenizers'): editing it
     gives a new folder, never a stale model."""
     h = hashlib.sha256(Path(__file__).read_bytes())
-    for module in (clip_vocab, t5_vocab):
+    for module in (clip_vocab, sd_parts, t5_vocab):
         h.update(Path(str(module.__file__)).read_bytes())
     return h.hexdigest()[:10]
 

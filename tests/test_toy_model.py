@@ -25,7 +25,7 @@ from otpc.render import FrameJob, Renderer
 from otpc.toy import MODEL_DIR, world
 from otpc.toy.detector import detect
 from otpc.toy.pairs import ATTRIBUTES, FULL_TEMPLATES, shared, toy_pairs
-from otpc.toy.train import LOSS_LOG, RECORD
+from otpc.toy.train import LOSS_LOG, RECORD, code_version
 
 
 def test_the_toy_folder_is_stable_diffusion_1_shaped_and_loads_with_the_standard_loader(
@@ -52,7 +52,10 @@ def test_the_weights_come_with_their_record() -> None:
     record = json.loads((MODEL_DIR / RECORD).read_text())
     assert record["command"].startswith("otpc toy train")
     assert {"seed", "vae_steps", "unet_steps"} <= set(record["config"])
-    assert record["code_version"] and record["quality"]["captions"] >= 200
+    # the record names the code at hand: code that decides the weights changed means retrain
+    # (or show, as for a move of code, that it trains the same bytes) and update the record
+    assert record["code_version"] == code_version()
+    assert record["quality"]["captions"] >= 200
     log = (MODEL_DIR / LOSS_LOG).read_text().splitlines()
     assert log[0] == "phase,step,loss"
     steps = record["config"]["vae_steps"] + record["config"]["unet_steps"]

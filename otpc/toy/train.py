@@ -41,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from otpc.atomic import temporary_prefix
-from otpc.tiny import BETAS, clip_text_config, clip_tokenizer, save_sd_folder
+from otpc.sd_parts import BETAS, clip_text_config, clip_tokenizer, save_sd_folder
 from otpc.toy import world
 from otpc.toy.config import TrainConfig
 
@@ -54,7 +54,7 @@ def code_version() -> str:
     tokenizer's vocabulary) and the training loop."""
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for name in ("toy/world.py", "toy/config.py", "toy/train.py", "tiny.py", "clip_vocab.py"):
+    for name in ("toy/world.py", "toy/config.py", "toy/train.py", "sd_parts.py", "clip_vocab.py"):
         h.update((here.parent / name).read_bytes())
     return h.hexdigest()[:12]
 
