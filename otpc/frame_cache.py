@@ -1,17 +1,24 @@
-"""A content-addressed store of rendered frames (PNG), safe to share between runs.
+"""A content-addressed store of rendered frames (PNG), safe to share between runs and
+machines.
 
 A frame's key hashes everything that decides its pixels. Each entry records, in a PNG text
 chunk, its key and a digest of its pixels; an entry is used only if both match, so a
 truncated or corrupt file, or another valid frame copied over it, is reported, removed and
-rendered again. Entries are written atomically.
+rendered again. Entries are written atomically: a local file is written beside its place
+and renamed; an entry at a URL (any fsspec filesystem: ``s3://bucket/otpc-frames``, ...) is
+written under a temporary key and moved onto its own, so that no reader ever sees half of
+one. Workers on several machines may write the same entry: its bytes are the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,22 +54,50 @@ def pixel_digest(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def is_url(location: str | Path) -> bool:
+    """Whether ``location`` is a URL (``protocol://...``) rather than a local path."""
+    return "://" in str(location)
+
+
 class FrameCache:
-    """Frames stored as ``root/ab/abcdef....png``."""
+    """Frames stored as ``root/ab/abcdef....png``; ``root`` is a local folder or a URL that
+    fsspec can write (``s3://bucket/prefix``; S3 endpoints and credentials come from the
+    usual environment, e.g. ``AWS_ENDPOINT_URL_S3``)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path) -> None:
+        self.url = is_url(root)
+        self.root: Any = str(root).rstrip("/") if self.url else Path(root)
+        if self.url:
+            import fsspec
 
-    def path(self, key: str) -> Path:
-        """Where the frame ``key`` is stored (whether or not it exists)."""
+            self.fs, _ = fsspec.core.url_to_fs(self.root)
+
+    def path(self, key: str) -> Any:
+        """Where the frame ``key`` is stored (whether or not it exists): a ``Path``, or for
+        a URL cache its URL."""
+        if self.url:
+            return f"{self.root}/{key[:2]}/{key}.png"
         return self.root / key[:2] / f"{key}.png"
+
+    def _load(self, key: str) -> bytes:
+        """The entry's bytes; ``FileNotFoundError`` if absent."""
+        if self.url:
+            return bytes(self.fs.cat_file(self.path(key)))
+        return self.path(key).read_bytes()
+
+    def _remove(self, key: str) -> None:
+        if self.url:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self.path(key))
+        else:
+            self.path(key).unlink(missing_ok=True)
 
     def read(self, key: str) -> tuple[bytes, np.ndarray]:
         """The stored file and its pixels, verified; ``InputError`` naming the file if it is
         damaged or holds pixels other than those recorded for ``key``;
         ``FileNotFoundError`` if absent."""
         path = self.path(key)
-        data = path.read_bytes()
+        data = self._load(key)
         pixels, text = png.decode(data, path)
         recorded = text.get(CHUNK, "").split()
         if recorded[:1] != [key]:
@@ -82,14 +117,25 @@ class FrameCache:
             return False
         except InputError as err:
             log.warning("bad cache entry, rendering it again: %s", err)
-            self.path(key).unlink(missing_ok=True)
+            self._remove(key)
             return False
         return True
 
     def put(self, key: str, image: np.ndarray) -> None:
-        """Store an (H, W, 3) uint8 image, written to a temporary file and renamed, so an
-        error or crash while writing leaves no entry."""
-        write_bytes(self.path(key), png.encode(image, {CHUNK: f"{key} {pixel_digest(image)}"}))
+        """Store an (H, W, 3) uint8 image, written under a temporary name and moved onto its
+        own, so an error or crash while writing leaves no entry."""
+        data = png.encode(image, {CHUNK: f"{key} {pixel_digest(image)}"})
+        if not self.url:
+            write_bytes(self.path(key), data)
+            return
+        target = self.path(key)
+        temporary = f"{target.rsplit('/', 1)[0]}/.{key}.{uuid.uuid4().hex}.tmp"
+        try:
+            self.fs.pipe_file(temporary, data)
+            self.fs.mv(temporary, target)
+        finally:
+            if self.fs.exists(temporary):
+                self.fs.rm_file(temporary)
 
     def get(self, key: str) -> np.ndarray:
         """The stored frame's pixels, verified (see ``read``)."""

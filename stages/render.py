@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from otpc.commands import params_option, stage
+from otpc.frame_cache import is_url
 from otpc.params import Params
 from otpc.project import shared_path
 from otpc.study import layout
@@ -20,9 +21,10 @@ from otpc.timings import Report
 @click.option("--out", type=click.Path(path_type=Path), default=layout.RENDER)
 @stage(checks=("device", "model", "caches"))
 def main(params: Params, pairs: Path, embeddings: Path, couplings: Path, out: Path) -> Report:
-    render_params = params.render.model_copy(
-        update={"cache_dir": str(shared_path(params.render.cache_dir))}
-    )
+    cache_dir = params.render.cache_dir  # a URL as it is; a local path under the project
+    if not is_url(cache_dir):
+        cache_dir = str(shared_path(cache_dir))
+    render_params = params.render.model_copy(update={"cache_dir": cache_dir})
     index, rendered = render_study(pairs, embeddings, couplings, params.model, render_params, out)
     cached = index["key"].n_unique() - rendered
     paths = index["path_id"].n_unique()

@@ -111,7 +111,7 @@ def render_study(
     pairs, couplings = PAIRS.read(pairs_path), COUPLINGS.read(couplings_path)
     renderer = Renderer(load_pipeline(spec), params)
     renderer.free_text_encoders()  # the prompts were encoded by `embed`
-    cache = FrameCache(Path(params.cache_dir))
+    cache = FrameCache(params.cache_dir)
     plan = plan_frames(pairs, couplings, emb_dir, params.frames, params.seed, renderer.key)
     missing = missing_keys(cache, (frame.key for frame in plan))
     todo = set(missing)
