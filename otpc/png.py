@@ -61,9 +61,15 @@ def encode(image: np.ndarray, text: dict[str, str] | None = None) -> bytes:
     return SIGNATURE + b"".join(chunks)
 
 
+IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last chunk of every PNG: length 0, type, CRC
+
+
 def decode(data: bytes, name: object = "PNG") -> tuple[np.ndarray, dict[str, str]]:
     """(RGB pixels (H, W, 3) uint8, tEXt chunks) of PNG ``data``; ``InputError`` naming
-    ``name`` (e.g. the file) if it is damaged."""
+    ``name`` (e.g. the file) if it is damaged. A file must end with its IEND chunk: Pillow
+    reads one cut short after its image data without a word."""
+    if not data.endswith(IEND):
+        raise InputError(f"{name}: damaged or truncated PNG (it does not end with IEND)")
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()

@@ -51,5 +51,8 @@ def test_damaged_data_names_its_source() -> None:
     data = png.encode(np.zeros((16, 16, 3), np.uint8))
     with pytest.raises(ValueError, match=r"frame\.png: damaged or truncated PNG"):
         png.decode(data[: len(data) // 2], "frame.png")
+    # cut after its pixels and text: Pillow alone would read it, pixels intact
+    with pytest.raises(ValueError, match=r"frame\.png: damaged or truncated PNG \(it does not"):
+        png.decode(data[:-20], "frame.png")
     with pytest.raises(TypeError, match="uint8"):
         png.encode(np.zeros((2, 2, 3), np.float32))
