@@ -168,6 +168,12 @@ class RenderParams(RenderSettings):
     frames: int = Field(9, ge=2, le=1000, description="frames per path, ends included")
     seed: int = Field(0, ge=0, description="noise seed (with the pair id)")
     cache_dir: str = Field(FRAME_CACHE, json_schema_extra=SPEED_ONLY)
+    backend: Literal["local", "ray"] = Field(
+        "local",
+        json_schema_extra=SPEED_ONLY,
+        description="local: this process; ray: workers of a Ray cluster (see `ray`), "
+        "writing to cache_dir, which they must all reach (a shared folder or a URL)",
+    )
 
     _cache_dir = field_validator("cache_dir")(lambda v: _not_blank(v, "a folder for frames"))
 
@@ -204,6 +210,17 @@ class AggregateParams(_Section):
     )
 
 
+class RayParams(_Section):
+    """The Ray cluster of ``render.backend: ray``."""
+
+    address: str = Field(
+        "auto", description="auto: the running cluster; local: start one here; ray://host:port"
+    )
+    workers: int = Field(2, ge=1, le=10_000, description="render workers (actors)")
+    cpus_per_worker: float = Field(1.0, ge=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+
+
 class Params(_Section):
     study: str = "otpc"  # the MLflow experiment
 
@@ -215,6 +232,7 @@ class Params(_Section):
     render: RenderParams = Field(default_factory=RenderParams)
     score: ScoreParams = Field(default_factory=ScoreParams)
     aggregate: AggregateParams = Field(default_factory=AggregateParams)
+    ray: RayParams = Field(default_factory=RayParams)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -105,7 +105,8 @@ def render_frames_ray(
         num_cpus=cluster.cpus_per_worker, num_gpus=cluster.gpus_per_worker
     )
     actors = [worker.remote(spec, settings, cache_root, threads) for _ in range(cluster.workers)]
-    idle, running = list(actors), {}  # running: task -> (actor, batch size)
+    idle = list(actors)
+    running: dict[Any, tuple[Any, int]] = {}  # task -> (its actor, its batch's size)
     written = 0
     with tqdm(total=total, desc="render (ray)", unit="img", disable=not total) as bar:
 

@@ -25,7 +25,9 @@ def main(params: Params, pairs: Path, embeddings: Path, couplings: Path, out: Pa
     if not is_url(cache_dir):
         cache_dir = str(shared_path(cache_dir))
     render_params = params.render.model_copy(update={"cache_dir": cache_dir})
-    index, rendered = render_study(pairs, embeddings, couplings, params.model, render_params, out)
+    index, rendered = render_study(
+        pairs, embeddings, couplings, params.model, render_params, out, params.ray
+    )
     cached = index["key"].n_unique() - rendered
     paths = index["path_id"].n_unique()
     return Report(

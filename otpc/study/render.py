@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import torch
 
 from otpc import embeddings
 from otpc.atomic import atomic_dir
 from otpc.frame_cache import FrameCache
 from otpc.images import save_gif, save_png, strip
 from otpc.models import ModelSpec, Resolved, describe, load_pipeline
-from otpc.params import RenderParams
+from otpc.params import RayParams, RenderParams
 from otpc.paths import conditioning_path, t_grid
 from otpc.render import FrameJob, Renderer, missing_keys, render_frames
 from otpc.seeds import latent_seed
@@ -104,10 +105,11 @@ def render_study(
     spec: ModelSpec,
     params: RenderParams,
     out: Path,
+    ray: RayParams | None = None,
 ) -> tuple[pl.DataFrame, int]:
-    """Render the frames missing from the cache, then write ``out`` whole: every path's
-    frames, a strip and a GIF per path, and the frames index. Returns the index and how many
-    frames were rendered."""
+    """Render the frames missing from the cache (here, or with ``render.backend: ray`` on the
+    cluster ``ray`` names), then write ``out`` whole: every path's frames, a strip and a GIF
+    per path, and the frames index. Returns the index and how many frames were rendered."""
     pairs, couplings = PAIRS.read(pairs_path), COUPLINGS.read(couplings_path)
     renderer = Renderer(load_pipeline(spec), params)
     renderer.free_text_encoders()  # the prompts were encoded by `embed`
@@ -128,7 +130,19 @@ def render_study(
                     todo.discard(frame.key)
                     yield frame.key, job
 
-    render_frames(renderer, cache, missing_jobs(), len(missing))
+    if params.backend == "ray":
+        from otpc.ray_render import RayCluster, render_frames_ray
+
+        cluster = RayCluster(**(ray or RayParams()).model_dump())
+        threads = torch.get_num_threads()
+        render_frames_ray(
+            spec, params, params.cache_dir, missing_jobs(), len(missing), cluster, threads
+        )
+        still = missing_keys(cache, missing)
+        if still:
+            raise RuntimeError(f"{len(still)} frame(s) missing from the cache after Ray")
+    else:
+        render_frames(renderer, cache, missing_jobs(), len(missing))
     index = _write_render_folder(plan, cache, params.frames, renderer.res, out)
     return index, len(missing)
 
