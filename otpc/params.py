@@ -161,6 +161,9 @@ class CoupleParams(_Section):
         return v
 
 
+BACKEND = "local: this process; ray: workers of the Ray cluster `ray` names"
+
+
 class RenderParams(RenderSettings):
     """``RenderSettings`` plus where paths are sampled (``frames``), the noise seed and the
     frame cache."""
@@ -171,8 +174,8 @@ class RenderParams(RenderSettings):
     backend: Literal["local", "ray"] = Field(
         "local",
         json_schema_extra=SPEED_ONLY,
-        description="local: this process; ray: workers of a Ray cluster (see `ray`), "
-        "writing to cache_dir, which they must all reach (a shared folder or a URL)",
+        description=f"{BACKEND}, writing to cache_dir, which they must all reach "
+        "(a folder every node mounts, or a URL)",
     )
 
     _cache_dir = field_validator("cache_dir")(lambda v: _not_blank(v, "a folder for frames"))
@@ -186,6 +189,9 @@ class RenderParams(RenderSettings):
 class ScoreParams(_Section):
     net: LpipsNet = "alex"
     batch_size: int = Field(64, ge=1, le=4096)
+    backend: Literal["local", "ray"] = Field(
+        "local", json_schema_extra=SPEED_ONLY, description=BACKEND
+    )
     backbone: LpipsBackbone = Field(
         "imagenet", description="imagenet (an error where there are no weights) or untrained"
     )
@@ -211,14 +217,18 @@ class AggregateParams(_Section):
 
 
 class RayParams(_Section):
-    """The Ray cluster of ``render.backend: ray``."""
+    """The Ray cluster of the stages whose ``backend`` is ``ray``, and their workers."""
 
     address: str = Field(
-        "auto", description="auto: the running cluster; local: start one here; ray://host:port"
+        "auto",
+        description="auto: the running cluster; local: start one in the stage; host:port "
+        "(its head's GCS); ray://host:port (Ray Client)",
     )
-    workers: int = Field(2, ge=1, le=10_000, description="render workers (actors)")
-    cpus_per_worker: float = Field(1.0, ge=0)
+    workers: int = Field(2, ge=1, le=10_000, description="workers (actors) per stage")
+    cpus_per_worker: float = Field(1.0, ge=0, description="also each worker's torch threads")
     gpus_per_worker: float = Field(0.0, ge=0)
+
+    _address = field_validator("address")(lambda v: _not_blank(v, "a Ray address"))
 
 
 class Params(_Section):

@@ -34,6 +34,10 @@ class Lpips:
         """``lpips-<net>-imagenet`` or ``lpips-<net>-untrained``: what results are labelled."""
         return f"lpips-{self.net}-{'imagenet' if self.pretrained_backbone else 'untrained'}"
 
+    def cache_id(self, min_size: int) -> str:
+        """What a path's cached distances are keyed by, besides its frames' bytes."""
+        return f"{self.tag}:{self.dtype}:{min_size}px"
+
     @torch.no_grad()
     def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """LPIPS between image batches in [-1, 1], shape (B, 3, H, W) -> (B,) float64."""

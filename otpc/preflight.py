@@ -13,14 +13,18 @@ before its first stage writes anything. What they read:
   whether the scheduler draws noise in its steps (the study needs a deterministic one; it is
   built from its configuration and probed, see ``otpc.render.scheduler_draws_noise``), and
   whether the model can be had at all (``model.name``, ``model.revision``);
-- this machine: whether ``model.device`` exists here, whether the data files exist, and
-  whether the frame and score caches can be written.
+- this machine: whether ``model.device`` exists here, whether the data files exist,
+  whether the frame cache (a folder or a URL) and the score cache can be written, and, where
+  a stage's backend is ``ray``, whether Ray is installed and ``ray.address`` is well formed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import tempfile
+import uuid
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,7 @@ import yaml
 from otpc.couplings import METHODS
 from otpc.errors import OtpcError
 from otpc.families import family_class
+from otpc.frame_cache import is_url
 from otpc.models import PRESETS, config_folder
 from otpc.params import Params, raise_problems, read_params, schema_problems
 from otpc.params import problem as _problem
@@ -253,13 +258,58 @@ def writable_problem(key: str, value: str, folder: Path) -> list[str]:
     return []
 
 
-CHECKS = ("device", "data", "model", "metric", "caches")  # what ``preflight`` can check
+def url_writable_problem(key: str, url: str) -> list[str]:
+    """The location ``url`` can be written through fsspec (an object is put and removed)."""
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+        probe = f"{root.rstrip('/')}/.otpc-check-{uuid.uuid4().hex}"
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except ImportError as err:
+        return [_problem(key, url, f"no filesystem for this URL here: {err}")]
+    except Exception as err:  # each filesystem raises its own errors  # noqa: BLE001
+        return [_problem(key, url, f"cannot write there: {type(err).__name__}: {err}")]
+    return []
+
+
+def cache_problems(params: Params) -> list[str]:
+    """The frame cache (a folder or a URL) and the score cache can be written."""
+    frames = params.render.cache_dir
+    return (
+        url_writable_problem("render.cache_dir", frames)
+        if is_url(frames)
+        else writable_problem("render.cache_dir", frames, shared_path(frames))
+    ) + writable_problem("score cache", str(SCORE_CACHE), shared_path(str(SCORE_CACHE)))
+
+
+RAY_ADDRESS = re.compile(r"auto|local|(ray://)?[\w.\-]+:\d+")
+
+
+def ray_problems(params: Params) -> list[str]:
+    """Where a stage's backend is ``ray``: Ray is installed and ``ray.address`` is one it
+    takes (the cluster itself is reached when the stage starts)."""
+    users = [f"{s}.backend" for s in ("render", "score") if getattr(params, s).backend == "ray"]
+    if not users:
+        return []
+    found = []
+    if importlib.util.find_spec("ray") is None:
+        found.append(_problem(users[0], "ray", "Ray is not installed: pip install -e '.[ray]'"))
+    if not RAY_ADDRESS.fullmatch(params.ray.address):
+        found.append(
+            _problem("ray.address", params.ray.address, "auto, local, host:port or ray://host:port")
+        )
+    return found
+
+
+CHECKS = ("device", "data", "model", "metric", "caches", "ray")  # what ``preflight`` checks
 
 
 def preflight(params: Params, checks: Collection[str] = CHECKS) -> list[str]:
     """Every problem the model's configuration or this machine finds with ``params``, among
     ``checks``: the device, the data files, the model (its configuration and sizes), the
-    LPIPS weights, the frame and score caches."""
+    LPIPS weights, the frame and score caches, Ray where a backend uses it."""
     unknown = set(checks) - set(CHECKS)
     if unknown:
         raise ValueError(f"unknown preflight checks {sorted(unknown)}; known: {CHECKS}")
@@ -273,9 +323,9 @@ def preflight(params: Params, checks: Collection[str] = CHECKS) -> list[str]:
     if "metric" in checks:
         found += metric_problems(params)
     if "caches" in checks:
-        cache = params.render.cache_dir
-        found += writable_problem("render.cache_dir", cache, shared_path(cache))
-        found += writable_problem("score cache", str(SCORE_CACHE), shared_path(str(SCORE_CACHE)))
+        found += cache_problems(params)
+    if "ray" in checks:
+        found += ray_problems(params)
     return found
 
 

@@ -45,6 +45,11 @@ class FrameJob:
     pooled: torch.Tensor | None = None
 
 
+def job_key(context: str, job: FrameJob) -> str:
+    """The frame cache key of ``job``'s image, rendered in ``context`` (``Renderer.context``)."""
+    return frame_key(context, (job.embedding, job.pooled), job.latent_seed)
+
+
 def initial_latents(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """Seeded starting noise, drawn on the CPU in float32 so it is device-independent."""
     return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
@@ -201,7 +206,7 @@ class Renderer:
 
     def key(self, job: FrameJob) -> str:
         """The frame cache key of ``job``'s image."""
-        return frame_key(self.context, (job.embedding, job.pooled), job.latent_seed)
+        return job_key(self.context, job)
 
     def initial_latents(self, seed: int) -> torch.Tensor:
         """The seeded starting noise (1, C, h, w) of a frame."""
@@ -277,9 +282,10 @@ def _last(vectors: torch.Tensor | None) -> torch.Tensor | None:
     return None if vectors is None else vectors[-1:]
 
 
-def _batches(
+def batches(
     items: Iterable[tuple[str, FrameJob]], size: int
 ) -> Iterator[list[tuple[str, FrameJob]]]:
+    """``items`` in lists of ``size`` (the last may be shorter), drawn lazily."""
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
@@ -303,7 +309,7 @@ def render_frames(
         tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, disable=not total) as bar,
     ):
         writing: list[Future[None]] = []
-        for batch in _batches(jobs, renderer.settings.batch_size):
+        for batch in batches(jobs, renderer.settings.batch_size):
             images = renderer.render([job for _, job in batch])
             for done in writing:
                 done.result()

@@ -19,7 +19,7 @@ from otpc.timings import Report
 @click.option("--embeddings", type=click.Path(path_type=Path), default=layout.EMBEDDINGS)
 @click.option("--couplings", type=click.Path(path_type=Path), default=layout.COUPLINGS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.RENDER)
-@stage(checks=("device", "model", "caches"))
+@stage(checks=("device", "model", "caches", "ray"))
 def main(params: Params, pairs: Path, embeddings: Path, couplings: Path, out: Path) -> Report:
     cache_dir = params.render.cache_dir  # a URL as it is; a local path under the project
     if not is_url(cache_dir):

@@ -5,7 +5,6 @@ from pathlib import Path
 import click
 
 from otpc.commands import params_option, stage
-from otpc.models import pick_device
 from otpc.params import Params
 from otpc.project import shared_path
 from otpc.study import layout
@@ -19,7 +18,7 @@ from otpc.timings import Report
 @click.option("--pairs", type=click.Path(path_type=Path), default=layout.PAIRS)
 @click.option("--couplings", type=click.Path(path_type=Path), default=layout.COUPLINGS)
 @click.option("--out", type=click.Path(path_type=Path), default=layout.SCORES)
-@stage(checks=("device", "metric", "caches"))
+@stage(checks=("device", "metric", "caches", "ray"))
 def main(params: Params, render_dir: Path, pairs: Path, couplings: Path, out: Path) -> Report:
     table, scored = score_paths(
         render_dir,
@@ -28,7 +27,8 @@ def main(params: Params, render_dir: Path, pairs: Path, couplings: Path, out: Pa
         params.score,
         out,
         shared_path(str(layout.SCORE_CACHE)),
-        pick_device(params.model.device),
+        params.model.device,
+        params.ray,
     )
     reused = len(table) - scored
     return Report(

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import copy
+import filecmp
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +103,31 @@ def ran_stages(output: str) -> list[str]:
     return [
         line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
     ]
+
+
+def entries(folder: Path, pattern: str) -> list[Path]:
+    """The files under ``folder`` matching ``pattern``, but not hidden ones (temporaries)."""
+    return (
+        [p for p in folder.rglob(pattern) if not p.name.startswith(".")] if folder.exists() else []
+    )
+
+
+def kill_when(cmd: list[str], cwd: Path, ready: Callable[[], bool], **kw: Any) -> int:
+    """Start ``cmd`` and SIGKILL it as soon as ``ready()`` is true; returns its exit code."""
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=kw.pop("env", env()), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    return proc.wait()
+
+
+def same_tree(a: Path, b: Path) -> None:
+    """The folders hold the same files, byte for byte."""
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b
+    _match, mismatch, errors = filecmp.cmpfiles(a, b, files_a, shallow=False)
+    assert not mismatch and not errors, mismatch[:5]

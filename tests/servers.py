@@ -1,4 +1,5 @@
-"""Real servers for tests, on free 127.0.0.1 ports: an MLflow tracking server and moto (S3)."""
+"""Real servers for tests, on free 127.0.0.1 ports: an MLflow tracking server, moto (S3) and
+a Ray cluster's head node."""
 
 from __future__ import annotations
 
@@ -95,3 +96,45 @@ def moto_server(workdir: Path) -> Iterator[str]:
     url = f"http://{HOST}:{port}"
     with _serve(args, url, workdir / f"moto-{port}.log", timeout=60):
         yield url
+
+
+def ray_env(workdir: Path) -> dict[str, str]:
+    """The environment of a test Ray cluster and of its drivers: token authentication with a
+    token made here, nodes known by the loopback address, no usage reporting."""
+    token = workdir / "ray-token"
+    if not token.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        token.write_text(os.urandom(32).hex())
+    return {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray's switch for loopback node addresses
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+
+
+@contextmanager
+def ray_head(workdir: Path, cpus: int, env: dict[str, str]) -> Iterator[str]:
+    """``ray start --head`` with ``cpus`` CPUs and no GPU, in the environment ``env`` (its
+    workers inherit it); yields the address drivers pass to ``ray.init``."""
+    port = free_port()
+    log = workdir / f"ray-{port}.log"
+    args = [
+        _bin("ray"), "start", "--head", "--block", f"--port={port}", f"--num-cpus={cpus}",
+        "--num-gpus=0", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+        "--disable-usage-stats", f"--temp-dir={workdir / 'ray'}",
+    ]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray start failed ({proc.returncode}):\n{log.read_text()}")
+            time.sleep(0.3)
+        yield f"{HOST}:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # ray start --block outlives SIGTERM for long
+        proc.wait()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from otpc.params import RenderParams
+from otpc.params import RenderParams, ScoreParams, speed_only
 from otpc.tables import ALL as TABLES
 from tests.project import ROOT
 
@@ -69,6 +69,13 @@ def test_stage_deps_are_exactly_the_code_it_imports(stage: str) -> None:
 def test_render_stage_depends_on_exactly_the_settings_that_decide_pixels() -> None:
     params = DVC["render"]["params"]
     assert sorted(params) == sorted(["model", *(f"render.{k}" for k in RenderParams.pixel_keys())])
+
+
+def test_score_stage_depends_on_every_setting_but_where_it_runs() -> None:
+    decisive = [k for k in ScoreParams.model_fields if k not in speed_only(ScoreParams)]
+    assert sorted(DVC["score"]["params"]) == sorted(
+        ["model.device", *(f"score.{k}" for k in decisive)]
+    )
 
 
 def test_architecture_doc_lists_every_table_column() -> None:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import filecmp
-import os
 import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
 
-from tests.project import env, make_project, run
+from tests.project import entries, kill_when, make_project, run, same_tree
 
 pytestmark = pytest.mark.slow
 RENDER = ["python", "-m", "stages.render"]
@@ -34,32 +31,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     run(["dvc", "repro", "couple"], path)
     return path
-
-
-def entries(folder: Path, pattern: str) -> list[Path]:
-    return (
-        [p for p in folder.rglob(pattern) if not p.name.startswith(".")] if folder.exists() else []
-    )
-
-
-def kill_when(cmd: list[str], cwd: Path, ready) -> int:
-    """Start ``cmd`` and SIGKILL it as soon as ``ready()`` is true; returns its exit code."""
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 300
-    while not ready() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    return proc.wait()
-
-
-def same_tree(a: Path, b: Path) -> None:
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    assert files_a == files_b
-    _match, mismatch, errors = filecmp.cmpfiles(a, b, files_a, shallow=False)
-    assert not mismatch and not errors, mismatch[:5]
 
 
 def test_render_killed_midway_resumes_and_matches(project: Path) -> None:

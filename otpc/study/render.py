@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import polars as pl
-import torch
 
 from otpc import embeddings
 from otpc.atomic import atomic_dir
@@ -23,7 +23,7 @@ from otpc.images import save_gif, save_png, strip
 from otpc.models import ModelSpec, Resolved, describe, load_pipeline
 from otpc.params import RayParams, RenderParams
 from otpc.paths import conditioning_path, t_grid
-from otpc.render import FrameJob, Renderer, missing_keys, render_frames
+from otpc.render import FrameJob, Renderer, job_key, missing_keys, render_frames
 from otpc.seeds import latent_seed
 from otpc.study.couple import coupling_from_row
 from otpc.study.embed import load_index
@@ -111,10 +111,22 @@ def render_study(
     cluster ``ray`` names), then write ``out`` whole: every path's frames, a strip and a GIF
     per path, and the frames index. Returns the index and how many frames were rendered."""
     pairs, couplings = PAIRS.read(pairs_path), COUPLINGS.read(couplings_path)
-    renderer = Renderer(load_pipeline(spec), params)
-    renderer.free_text_encoders()  # the prompts were encoded by `embed`
     cache = FrameCache(params.cache_dir)
-    plan = plan_frames(pairs, couplings, emb_dir, params.frames, params.seed, renderer.key)
+    render: Callable[[Iterator[tuple[str, FrameJob]], int], object]
+    if params.backend == "ray":  # workers load the model; their keys are the plan's
+        from otpc.ray_pool import Workers
+        from otpc.ray_render import RenderWorker, render_frames_ray
+
+        workers = Workers(ray or RayParams(), RenderWorker, spec, params, params.cache_dir)
+        context, res = workers.agreed("about")
+        render = partial(render_frames_ray, workers, batch_size=params.batch_size)
+    else:
+        renderer = Renderer(load_pipeline(spec), params)
+        renderer.free_text_encoders()  # the prompts were encoded by `embed`
+        context, res = renderer.context, renderer.res
+        render = partial(render_frames, renderer, cache)
+    key = partial(job_key, context)
+    plan = plan_frames(pairs, couplings, emb_dir, params.frames, params.seed, key)
     missing = missing_keys(cache, (frame.key for frame in plan))
     todo = set(missing)
     by_pair: dict[str, list[PlannedFrame]] = {}
@@ -130,20 +142,8 @@ def render_study(
                     todo.discard(frame.key)
                     yield frame.key, job
 
-    if params.backend == "ray":
-        from otpc.ray_render import RayCluster, render_frames_ray
-
-        cluster = RayCluster(**(ray or RayParams()).model_dump())
-        threads = torch.get_num_threads()
-        render_frames_ray(
-            spec, params, params.cache_dir, missing_jobs(), len(missing), cluster, threads
-        )
-        still = missing_keys(cache, missing)
-        if still:
-            raise RuntimeError(f"{len(still)} frame(s) missing from the cache after Ray")
-    else:
-        render_frames(renderer, cache, missing_jobs(), len(missing))
-    index = _write_render_folder(plan, cache, params.frames, renderer.res, out)
+    render(missing_jobs(), len(missing))
+    index = _write_render_folder(plan, cache, params.frames, res, out)
     return index, len(missing)
 
 
@@ -173,7 +173,10 @@ def _write_render_folder(
         for (path_id,), group in index.group_by("path_id", maintain_order=True):
             images = []
             for key, file in group.select("key", "file").iter_rows():
-                data, pixels = cache.read(key)  # verified: the pixels recorded for the key
+                try:
+                    data, pixels = cache.read(key)  # verified: the pixels recorded for the key
+                except FileNotFoundError:
+                    raise RuntimeError(f"frame {key} ({file}) is not in {cache.root}") from None
                 (tmp / file).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / file).write_bytes(data)
                 images.append(pixels)

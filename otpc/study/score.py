@@ -10,16 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 from tqdm.auto import tqdm
 
 from otpc import png
 from otpc.atomic import write_json
-from otpc.params import ScoreParams
+from otpc.models import pick_device
+from otpc.params import RayParams, ScoreParams
 from otpc.perceptual import PathLength, load_lpips, path_length, step_distances
 from otpc.study.layout import INDEX, SCORE_CACHE
 from otpc.tables import COUPLINGS, FRAMES, PAIRS, SCORES
@@ -47,12 +49,36 @@ def _cached_steps(path: Path, expected: int) -> list[float] | None:
     return steps
 
 
-def _entry(cache_dir: Path, metric_id: str, blobs: list[bytes]) -> Path:
+def _read(files: list[Path]) -> list[bytes]:
+    return [f.read_bytes() for f in files]
+
+
+def _entry(cache_dir: Path, cache_id: str, blobs: list[bytes]) -> Path:
     """The cache file of a path's distances: a hash of the metric and of every frame file."""
-    h = hashlib.sha256(metric_id.encode())
+    h = hashlib.sha256(cache_id.encode())
     for blob in blobs:
         h.update(hashlib.sha256(blob).digest())
     return cache_dir / f"{h.hexdigest()[:32]}.json"
+
+
+class PathScorer:
+    """LPIPS, loaded once, measuring whole paths from their frame files' bytes (here, or as
+    a Ray worker: ``score.backend: ray``)."""
+
+    def __init__(self, params: ScoreParams, device: str) -> None:
+        self.metric = load_lpips(params.net, pick_device(device), params.backbone)
+        self.params = params
+
+    def about(self) -> tuple[str, str]:
+        """The metric's tag and what its distances are cached under, with the frames."""
+        return self.metric.tag, self.metric.cache_id(self.params.min_size)
+
+    def steps(self, path: tuple[str, list[bytes]]) -> tuple[str, list[float]]:
+        """(path id, its LPIPS steps) for (path id, its frame files' bytes in order)."""
+        path_id, blobs = path
+        frames = np.stack([png.decode(blob, f"{path_id}/{k}")[0] for k, blob in enumerate(blobs)])
+        p = self.params
+        return path_id, step_distances(self.metric, frames, p.min_size, p.batch_size).tolist()
 
 
 def score_paths(
@@ -62,39 +88,56 @@ def score_paths(
     params: ScoreParams,
     out: Path,
     cache_dir: Path = SCORE_CACHE,
-    device: torch.device | str = "cpu",
+    device: str = "cpu",
+    ray: RayParams | None = None,
 ) -> tuple[pl.DataFrame, int]:
-    """Score every rendered path; write the scores table (one row per path) to ``out``.
-    Returns it and how many paths were scored (the others came from the cache)."""
+    """Score every rendered path not in the score cache (here on ``device``, or with
+    ``score.backend: ray`` on the cluster ``ray`` names, each worker on its own best device
+    for ``device``); write the scores table (one row per path) to ``out``. Returns it and
+    how many paths were scored (the others came from the cache)."""
     index = FRAMES.read(render_dir / INDEX)
-    metric = load_lpips(params.net, device, params.backbone)
-    tag = metric.tag
-    metric_id = f"{tag}:{metric.dtype}:{params.min_size}px"
-    rows = []
-    scored = 0
-    paths = index.sort("path_id", "k").group_by("path_id", maintain_order=True)
-    for (path_id,), group in tqdm(
-        paths, total=index["path_id"].n_unique(), desc="score", unit="path"
+    if params.backend == "ray":
+        from otpc.ray_pool import Workers
+
+        workers = Workers(ray or RayParams(), PathScorer, params, device)
+        tag, cache_id = workers.agreed("about")
+        measure = partial(workers.map, "steps")
+    else:
+        scorer = PathScorer(params, device)
+        tag, cache_id = scorer.about()
+        measure = partial(map, scorer.steps)
+    files = {
+        path_id: [render_dir / f for f in group["file"].to_list()]
+        for (path_id,), group in index.sort("path_id", "k").group_by("path_id", maintain_order=True)
+    }
+    found: dict[str, list[float]] = {}
+    for path_id, paths in files.items():
+        steps = _cached_steps(_entry(cache_dir, cache_id, _read(paths)), len(paths) - 1)
+        if steps is not None:
+            found[path_id] = steps
+    todo = [path_id for path_id in files if path_id not in found]
+    entries: dict[str, Path] = {}
+
+    def frames_of_todo() -> Iterator[tuple[str, list[bytes]]]:
+        for path_id in todo:  # read as workers free up; cached under the bytes scored
+            blobs = _read(files[path_id])
+            entries[path_id] = _entry(cache_dir, cache_id, blobs)
+            yield path_id, blobs
+
+    for path_id, steps in tqdm(
+        measure(frames_of_todo()), total=len(todo), desc=f"score ({params.backend})", unit="path"
     ):
-        files = [render_dir / f for f in group["file"].to_list()]
-        blobs = [f.read_bytes() for f in files]
-        entry = _entry(cache_dir, metric_id, blobs)
-        steps = _cached_steps(entry, len(files) - 1)
-        if steps is None:
-            frames = np.stack(
-                [png.decode(blob, f)[0] for f, blob in zip(files, blobs, strict=True)]
-            )
-            steps = step_distances(metric, frames, params.min_size, params.batch_size).tolist()
-            scored += 1
-            write_json(entry, {"path_id": path_id, "metric": tag, "steps": steps})
-        rows.append(
-            {
-                "path_id": path_id,
-                **path_length(np.asarray(steps))._asdict(),
-                "frames": len(files),
-                "steps": steps,
-            }
-        )
+        found[path_id] = steps
+        write_json(entries.pop(path_id), {"path_id": path_id, "metric": tag, "steps": steps})
+    rows = [
+        {
+            "path_id": path_id,
+            **path_length(np.asarray(found[path_id]))._asdict(),
+            "frames": len(paths),
+            "steps": found[path_id],
+        }
+        for path_id, paths in files.items()
+    ]
     scores = pl.DataFrame(
         rows,
         schema={
@@ -118,4 +161,4 @@ def score_paths(
         )
         .sort("pair_id", "method", "replicate")
     )
-    return SCORES.write(table, out), scored
+    return SCORES.write(table, out), len(todo)

@@ -1,0 +1,202 @@
+"""The Ray backends on a real Ray cluster on this machine: ``ray start --head`` with two CPUs
+(token authentication, loopback addresses), two one-CPU workers, the toy model in float32
+with one torch thread in every process. The study's bytes and DVC hashes are the local
+backend's; a worker killed mid-batch is retried and nothing is missing or written twice; a
+driver killed mid-stage resumes from the cache; the frame cache on S3 (the moto server)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import psutil
+import pytest
+import yaml
+
+from tests.project import entries, env, kill_when, make_project, run, same_tree, set_params
+from tests.servers import moto_server, ray_env, ray_head
+
+pytestmark = pytest.mark.slow
+RENDER = ["python", "-m", "stages.render"]
+REPORT = r"(\d+) frame\(s\) rendered, (\d+) from the cache"
+BUCKET = "otpc-ray-frames"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A moto S3 server and a Ray head node; yields the environment of drivers, with
+    ``RAY_ADDRESS`` (the head's) and the S3 endpoint, which the head's workers also see."""
+    work = tmp_path_factory.mktemp("ray")
+    with moto_server(work) as s3:
+        e = env() | ray_env(work) | {"OMP_NUM_THREADS": "1"}
+        e |= {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_S3": s3,
+        }
+        with ray_head(work, cpus=2, env=e) as address:
+            yield e | {"RAY_ADDRESS": address}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) -> Path:
+    """Couplings ready, float32 frames, batches of two; the local backend's render folder
+    kept as ``local-render``."""
+    path = make_project(
+        tmp_path_factory.mktemp("ray-study") / "study",
+        {
+            "model": {"dtype": "float32"},
+            "render": {"steps": 4, "frames": 4, "batch_size": 2},
+            "ray": {"address": cluster["RAY_ADDRESS"], "workers": 2, "cpus_per_worker": 1},
+        },
+    )
+    run(["dvc", "repro", "score"], path, env=cluster)
+    shutil.copytree(path / "outputs/render", path / "local-render")
+    return path
+
+
+def frame_count(project: Path) -> int:
+    """The study's distinct frames."""
+    return pl.read_parquet(project / "local-render/index.parquet")["key"].n_unique()
+
+
+def test_the_study_on_ray_has_the_local_bytes_and_dvc_hashes(
+    project: Path, cluster: dict[str, str]
+) -> None:
+    local_lock = (project / "dvc.lock").read_text()
+    local_scores = (project / "outputs/scores.parquet").read_bytes()
+    set_params(project, {"render": {"backend": "ray"}, "score": {"backend": "ray"}})
+    shutil.rmtree(project / ".otpc_cache")
+    proc = run(
+        ["dvc", "repro", "--force", "--single-item", "render", "score"], project, env=cluster
+    )
+    assert "render (ray)" in proc.stderr and "score (ray)" in proc.stderr
+    rendered, cached = map(int, re.search(REPORT, proc.stdout).groups())
+    assert (rendered, cached) == (frame_count(project), 0)
+    assert (project / "dvc.lock").read_text() == local_lock  # every hash, outputs included
+    assert (project / "outputs/scores.parquet").read_bytes() == local_scores
+    same_tree(project / "local-render", project / "outputs/render")
+
+
+class EntryWatch:
+    """Polls a cache folder and remembers each entry's first (inode, mtime): an entry replaced
+    after it was written shows up as a change."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.seen, self.replaced = folder, {}, []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self) -> None:
+        while not self.stopped.wait(0.005):
+            self._scan()
+
+    def _scan(self) -> None:
+        for path in entries(self.folder, "*.png"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            first = self.seen.setdefault(path.name, (stat.st_ino, stat.st_mtime_ns))
+            if first != (stat.st_ino, stat.st_mtime_ns):
+                self.replaced.append(path.name)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self._scan()
+
+
+def render_workers(method: str = "") -> list[psutil.Process]:
+    """This machine's processes that are Ray render workers (running ``method``, if named)."""
+    title = "ray::RenderWorker" + (f".{method}" if method else "")
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if cmdline.startswith(title):
+            found.append(proc)
+    return found
+
+
+def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_written_twice(
+    project: Path, cluster: dict[str, str]
+) -> None:
+    cache = project / ".otpc_cache/frames"
+    shutil.rmtree(cache, ignore_errors=True)
+    watch = EntryWatch(cache)
+    stage = subprocess.Popen(
+        [*RENDER, "--out", "outputs/render-killed"],
+        cwd=project,
+        env=cluster,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and stage.poll() is None and time.monotonic() < deadline:
+        busy = render_workers("render") if len(entries(cache, "*.png")) >= 2 else []
+        if busy:
+            killed = busy[0].pid
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.005)
+    out, err = stage.communicate(timeout=300)
+    watch.stop()
+    assert killed is not None, "the kill must land while a worker renders a batch"
+    assert stage.returncode == 0, err
+    assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == "zombie"
+    rendered, cached = map(int, re.search(REPORT, out).groups())
+    assert (rendered, cached) == (frame_count(project), 0)
+    assert watch.replaced == [], "an entry was written twice"
+    assert len(watch.seen) == frame_count(project)
+    same_tree(project / "local-render", project / "outputs/render-killed")
+
+
+def test_a_driver_killed_mid_stage_resumes_from_the_cache(
+    project: Path, cluster: dict[str, str]
+) -> None:
+    cache = project / ".otpc_cache/frames"
+    shutil.rmtree(cache, ignore_errors=True)
+    out = ["--out", "outputs/render-resumed"]
+    rc = kill_when([*RENDER, *out], project, lambda: len(entries(cache, "*.png")) >= 4, env=cluster)
+    assert rc == -signal.SIGKILL
+    assert not (project / "outputs/render-resumed").exists(), "no partial output after a kill"
+    deadline = time.monotonic() + 60  # the driver's workers die with it
+    while render_workers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert render_workers() == []
+    done = len(entries(cache, "*.png"))
+    assert 4 <= done < frame_count(project), "the kill must land part-way"
+    proc = run([*RENDER, *out], project, env=cluster)
+    assert tuple(map(int, re.search(REPORT, proc.stdout).groups())) == (
+        frame_count(project) - done,
+        done,
+    )
+    same_tree(project / "local-render", project / "outputs/render-resumed")
+
+
+def test_workers_render_into_an_s3_cache(project: Path, cluster: dict[str, str]) -> None:
+    import s3fs
+
+    s3 = s3fs.S3FileSystem(
+        endpoint_url=cluster["AWS_ENDPOINT_URL_S3"], key="testing", secret="testing"
+    )
+    s3.mkdir(BUCKET)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["render"] |= {"backend": "ray", "cache_dir": f"s3://{BUCKET}/frames"}
+    (project / "s3.yaml").write_text(yaml.safe_dump(params))
+    proc = run([*RENDER, "--params", "s3.yaml", "--out", "outputs/render-s3"], project, env=cluster)
+    assert tuple(map(int, re.search(REPORT, proc.stdout).groups())) == (frame_count(project), 0)
+    stored = s3.find(f"{BUCKET}/frames")
+    assert len(stored) == frame_count(project) and all(p.endswith(".png") for p in stored)
+    same_tree(project / "local-render", project / "outputs/render-s3")
