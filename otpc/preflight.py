@@ -264,11 +264,12 @@ def url_writable_problem(key: str, url: str) -> list[str]:
 
     try:
         fs, root = fsspec.core.url_to_fs(url)
-        probe = f"{root.rstrip('/')}/.otpc-check-{uuid.uuid4().hex}"
+    except (ImportError, ValueError) as err:
+        return [_problem(key, url, f"no filesystem for this URL here ({err})")]
+    probe = f"{root.rstrip('/')}/.otpc-check-{uuid.uuid4().hex}"
+    try:
         fs.pipe_file(probe, b"")
         fs.rm_file(probe)
-    except ImportError as err:
-        return [_problem(key, url, f"no filesystem for this URL here: {err}")]
     except Exception as err:  # each filesystem raises its own errors  # noqa: BLE001
         return [_problem(key, url, f"cannot write there: {type(err).__name__}: {err}")]
     return []

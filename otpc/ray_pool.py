@@ -9,6 +9,7 @@ imported only here and in what uses it, and only when a stage's backend is ``ray
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -25,6 +26,8 @@ def connect(cluster: RayParams) -> Any:
 
     if not ray.is_initialized():
         address = None if cluster.address == "local" else cluster.address
+        if address not in (None, "auto"):
+            _answers(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except ConnectionError as err:
@@ -32,6 +35,19 @@ def connect(cluster: RayParams) -> Any:
                 f"ray.address {cluster.address!r}: no Ray cluster there ({err})"
             ) from None
     return ray
+
+
+def _answers(address: str, timeout: float = 10.0) -> None:
+    """``InputError`` unless something listens at ``host:port`` (``ray://`` or not): Ray
+    itself would wait minutes for a head that is not there."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise InputError(
+            f"ray.address {address!r}: nothing answers there ({err.strerror or err}); "
+            "is the head node up (`ray start --head`)?"
+        ) from None
 
 
 def _check_resources(ray: Any, cluster: RayParams) -> None:

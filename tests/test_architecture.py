@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,12 @@ def test_score_stage_depends_on_every_setting_but_where_it_runs() -> None:
     assert sorted(DVC["score"]["params"]) == sorted(
         ["model.device", *(f"score.{k}" for k in decisive)]
     )
+
+
+def test_the_local_backends_do_not_import_ray() -> None:
+    modules = "stages.render, stages.score, otpc.ray_pool, otpc.ray_render"
+    code = f"import sys, {modules}; sys.exit('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
 def test_architecture_doc_lists_every_table_column() -> None:

@@ -196,6 +196,14 @@ BAD_PARAMS = {
         setting("render", cache_dir=""),
         "render.cache_dir = '': must not be empty",
     ),
+    "a cache URL no filesystem here reads": (
+        setting("render", cache_dir="nosuchfs://bucket/frames"),
+        "render.cache_dir = 'nosuchfs://bucket/frames': no filesystem for this URL here",
+    ),
+    "a Ray address Ray does not take": (
+        lambda text: setting("ray", address="head")(setting("score", backend="ray")(text)),
+        "ray.address = 'head': auto, local, host:port or ray://host:port",
+    ),
     "a million frames": (setting("render", frames=10**6), "render.frames = 1000000"),
     "a hundred thousand steps": (setting("render", steps=10**5), "render.steps = 100000"),
     "model folder that is not a diffusers pipeline": (

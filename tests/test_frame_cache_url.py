@@ -85,3 +85,12 @@ def test_rendering_into_s3_gives_the_local_frames(s3: str, tiny, tmp_path: Path)
 
 def cache_bytes(cache: FrameCache, key: str) -> bytes:
     return bytes(cache.fs.cat_file(cache.path(key)))
+
+
+def test_the_preflight_check_writes_to_the_url_or_says_why_not(s3: str) -> None:
+    from otpc.preflight import url_writable_problem
+
+    assert url_writable_problem("render.cache_dir", f"{s3}/checked") == []
+    assert FrameCache(f"{s3}/checked").fs.find(f"{BUCKET}/checked") == []  # probe removed
+    [problem] = url_writable_problem("render.cache_dir", "s3://no-such-bucket/frames")
+    assert "render.cache_dir = 's3://no-such-bucket/frames': cannot write there" in problem

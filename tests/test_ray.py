@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.project import entries, env, kill_when, make_project, run, same_tree, set_params
-from tests.servers import moto_server, ray_env, ray_head
+from tests.servers import free_port, moto_server, ray_env, ray_head
 
 pytestmark = pytest.mark.slow
 RENDER = ["python", "-m", "stages.render"]
@@ -85,6 +85,16 @@ def test_the_study_on_ray_has_the_local_bytes_and_dvc_hashes(
     assert (project / "dvc.lock").read_text() == local_lock  # every hash, outputs included
     assert (project / "outputs/scores.parquet").read_bytes() == local_scores
     same_tree(project / "local-render", project / "outputs/render")
+
+
+def test_an_address_where_nothing_answers_is_named_at_once() -> None:
+    from otpc.errors import InputError
+    from otpc.params import RayParams
+    from otpc.ray_pool import connect
+
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(InputError, match=f"ray.address '{address}': nothing answers there"):
+        connect(RayParams(address=address))
 
 
 class EntryWatch:
