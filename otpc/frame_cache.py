@@ -5,9 +5,10 @@ A frame's key hashes everything that decides its pixels. Each entry records, in 
 chunk, its key and a digest of its pixels; an entry is used only if both match, so a
 truncated or corrupt file, or another valid frame copied over it, is reported, removed and
 rendered again. Entries are written atomically: a local file is written beside its place
-and renamed; an entry at a URL (any fsspec filesystem: ``s3://bucket/otpc-frames``, ...) is
-written under a temporary key and moved onto its own, so that no reader ever sees half of
-one. Workers on several machines may write the same entry: its bytes are the same.
+and renamed; an object store (``s3://bucket/otpc-frames``, GCS, Azure) takes an object whole
+or not at all, in one request; at any other fsspec URL an entry is written under a temporary
+key and moved onto its own. No reader ever sees half of one. Workers on several machines
+may write the same entry: its bytes are the same.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from otpc.errors import InputError
 
 log = logging.getLogger(__name__)
 CHUNK = "otpc-frame"  # PNG tEXt keyword: "<key> <pixel digest>"
+# Object stores where an object appears whole or not at all: an entry is put in one request.
+ATOMIC_PUTS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 
 
 def frame_key(context: str, conditioning: Sequence[torch.Tensor | None], latent_seed: int) -> str:
@@ -67,10 +70,14 @@ class FrameCache:
     def __init__(self, root: str | Path) -> None:
         self.url = is_url(root)
         self.root: Any = str(root).rstrip("/") if self.url else Path(root)
+        self.atomic_puts = False
         if self.url:
             import fsspec
 
             self.fs, _ = fsspec.core.url_to_fs(self.root)
+            protocol = self.fs.protocol
+            names = {protocol} if isinstance(protocol, str) else set(protocol)
+            self.atomic_puts = bool(names & ATOMIC_PUTS)
 
     def path(self, key: str) -> Any:
         """Where the frame ``key`` is stored (whether or not it exists): a ``Path``, or for
@@ -85,7 +92,8 @@ class FrameCache:
             return bytes(self.fs.cat_file(self.path(key)))
         return self.path(key).read_bytes()
 
-    def _remove(self, key: str) -> None:
+    def remove(self, key: str) -> None:
+        """Remove the entry ``key`` if there is one."""
         if self.url:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(self.path(key))
@@ -117,7 +125,7 @@ class FrameCache:
             return False
         except InputError as err:
             log.warning("bad cache entry, rendering it again: %s", err)
-            self._remove(key)
+            self.remove(key)
             return False
         return True
 
@@ -129,6 +137,9 @@ class FrameCache:
             write_bytes(self.path(key), data)
             return
         target = self.path(key)
+        if self.atomic_puts:
+            self.fs.pipe_file(target, data)
+            return
         temporary = f"{target.rsplit('/', 1)[0]}/.{key}.{uuid.uuid4().hex}.tmp"
         try:
             self.fs.pipe_file(temporary, data)

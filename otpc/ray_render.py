@@ -10,7 +10,9 @@ order, ``batch_size`` at a time) and sends each batch whole to one worker: float
 round by batch shape, so the same batches give the same bytes. A worker recomputes each
 frame's key (a node whose otpc or model differs is refused), renders the batch whole and
 writes the frames it does not find in the cache, so a batch retried after its worker died
-writes only what the dead one had not, and nothing is written twice.
+writes only what the dead one had not, and nothing is written twice. Before any work the
+driver writes a probe entry that every worker must find: a cache folder that some node
+does not share is refused at once.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ class RenderWorker:
         self.renderer.free_text_encoders()
         self.cache = FrameCache(cache)
 
-    def about(self) -> tuple[str, Resolved]:
-        """The context this worker's frame keys hash, and the model it resolved."""
-        return self.renderer.context, self.renderer.res
+    def about(self, probe: str) -> tuple[str, Resolved, bool]:
+        """The context this worker's frame keys hash, the model it resolved, and whether it
+        finds the cache entry ``probe`` (which the driver has just written)."""
+        return self.renderer.context, self.renderer.res, self.cache.has(probe)
 
-    def render(self, batch: list[tuple[str, FrameJob]]) -> tuple[int, int]:
+    def render(self, batch: list[tuple[str, FrameJob]]) -> int:
         """Render the batch (whole: its pixels depend on its composition) unless all its
-        frames are cached; store the missing ones. Returns (frames in the batch, written)."""
+        frames are cached; store the missing ones. Returns the batch's size."""
         for key, job in batch:
             if self.renderer.key(job) != key:
                 raise RuntimeError(
@@ -54,17 +57,14 @@ class RenderWorker:
             images = self.renderer.render([job for _, job in batch])
             with ThreadPoolExecutor(max_workers=min(4, len(missing))) as pool:
                 list(pool.map(lambda i: self.cache.put(batch[i][0], images[i]), missing))
-        return len(batch), len(missing)
+        return len(batch)
 
 
 def render_frames_ray(
     workers: Workers, jobs: Iterable[tuple[str, FrameJob]], total: int, batch_size: int
-) -> int:
-    """Render each ``(key, job)`` on ``workers`` (``RenderWorker``s) in the local backend's
-    batches of ``batch_size``; returns how many frames they wrote to the cache."""
-    written = 0
+) -> None:
+    """Render each ``(key, job)`` on ``workers`` (``RenderWorker``s) into their cache, in
+    the local backend's batches of ``batch_size``."""
     with tqdm(total=total, desc="render (ray)", unit="img", disable=not total) as bar:
-        for size, wrote in workers.map("render", batches(jobs, batch_size)):
-            written += wrote
+        for size in workers.map("render", batches(jobs, batch_size)):
             bar.update(size)
-    return written

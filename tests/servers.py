@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 HOST = "127.0.0.1"
 
@@ -113,10 +114,15 @@ def ray_env(workdir: Path) -> dict[str, str]:
     }
 
 
+class RayHead(NamedTuple):
+    address: str  # what drivers pass to ``ray.init``
+    pid: int  # ``ray start``'s: the node's processes, workers included, descend from it
+
+
 @contextmanager
-def ray_head(workdir: Path, cpus: int, env: dict[str, str]) -> Iterator[str]:
+def ray_head(workdir: Path, cpus: int, env: dict[str, str]) -> Iterator[RayHead]:
     """``ray start --head`` with ``cpus`` CPUs and no GPU, in the environment ``env`` (its
-    workers inherit it); yields the address drivers pass to ``ray.init``."""
+    workers inherit it)."""
     port = free_port()
     log = workdir / f"ray-{port}.log"
     args = [
@@ -134,7 +140,7 @@ def ray_head(workdir: Path, cpus: int, env: dict[str, str]) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"ray start failed ({proc.returncode}):\n{log.read_text()}")
             time.sleep(0.3)
-        yield f"{HOST}:{port}"
+        yield RayHead(f"{HOST}:{port}", proc.pid)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # ray start --block outlives SIGTERM for long
         proc.wait()

@@ -6,6 +6,7 @@ driver killed mid-stage resumes from the cache; the frame cache on S3 (the moto 
 
 from __future__ import annotations
 
+import filecmp
 import os
 import re
 import shutil
@@ -15,14 +16,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 import psutil
 import pytest
 import yaml
 
-from tests.project import entries, env, kill_when, make_project, run, same_tree, set_params
-from tests.servers import free_port, moto_server, ray_env, ray_head
+from tests.project import ROOT, entries, env, kill_when, make_project, run, same_tree, set_params
+from tests.servers import RayHead, free_port, moto_server, ray_env, ray_head
 
 pytestmark = pytest.mark.slow
 RENDER = ["python", "-m", "stages.render"]
@@ -30,10 +32,14 @@ REPORT = r"(\d+) frame\(s\) rendered, (\d+) from the cache"
 BUCKET = "otpc-ray-frames"
 
 
+class Cluster(NamedTuple):
+    env: dict[str, str]  # drivers' environment: RAY_ADDRESS, the S3 endpoint, the Ray token
+    head: RayHead
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A moto S3 server and a Ray head node; yields the environment of drivers, with
-    ``RAY_ADDRESS`` (the head's) and the S3 endpoint, which the head's workers also see."""
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A moto S3 server and a Ray head node whose workers see the S3 endpoint too."""
     work = tmp_path_factory.mktemp("ray")
     with moto_server(work) as s3:
         e = env() | ray_env(work) | {"OMP_NUM_THREADS": "1"}
@@ -43,24 +49,27 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ENDPOINT_URL_S3": s3,
         }
-        with ray_head(work, cpus=2, env=e) as address:
-            yield e | {"RAY_ADDRESS": address}
+        with ray_head(work, cpus=2, env=e) as head:
+            yield Cluster(e | {"RAY_ADDRESS": head.address}, head)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, cluster: dict[str, str]) -> Path:
-    """Couplings ready, float32 frames, batches of two; the local backend's render folder
-    kept as ``local-render``."""
+def project(tmp_path_factory: pytest.TempPathFactory, cluster: Cluster) -> Path:
+    """The study run to its scores by the local backend (float32 frames, batches of two),
+    its render folder kept as ``local-render``; then both backends switched to Ray."""
     path = make_project(
         tmp_path_factory.mktemp("ray-study") / "study",
         {
             "model": {"dtype": "float32"},
             "render": {"steps": 4, "frames": 4, "batch_size": 2},
-            "ray": {"address": cluster["RAY_ADDRESS"], "workers": 2, "cpus_per_worker": 1},
+            "ray": {"address": cluster.head.address, "workers": 2, "cpus_per_worker": 1},
         },
     )
-    run(["dvc", "repro", "score"], path, env=cluster)
+    run(["dvc", "repro", "score"], path, env=cluster.env)
     shutil.copytree(path / "outputs/render", path / "local-render")
+    shutil.copy(path / "dvc.lock", path / "local.lock")
+    shutil.copy(path / "outputs/scores.parquet", path / "local-scores.parquet")
+    set_params(path, {"render": {"backend": "ray"}, "score": {"backend": "ray"}})
     return path
 
 
@@ -70,20 +79,17 @@ def frame_count(project: Path) -> int:
 
 
 def test_the_study_on_ray_has_the_local_bytes_and_dvc_hashes(
-    project: Path, cluster: dict[str, str]
+    project: Path, cluster: Cluster
 ) -> None:
-    local_lock = (project / "dvc.lock").read_text()
-    local_scores = (project / "outputs/scores.parquet").read_bytes()
-    set_params(project, {"render": {"backend": "ray"}, "score": {"backend": "ray"}})
     shutil.rmtree(project / ".otpc_cache")
     proc = run(
-        ["dvc", "repro", "--force", "--single-item", "render", "score"], project, env=cluster
+        ["dvc", "repro", "--force", "--single-item", "render", "score"], project, env=cluster.env
     )
     assert "render (ray)" in proc.stderr and "score (ray)" in proc.stderr
     rendered, cached = map(int, re.search(REPORT, proc.stdout).groups())
     assert (rendered, cached) == (frame_count(project), 0)
-    assert (project / "dvc.lock").read_text() == local_lock  # every hash, outputs included
-    assert (project / "outputs/scores.parquet").read_bytes() == local_scores
+    assert (project / "dvc.lock").read_text() == (project / "local.lock").read_text()
+    assert filecmp.cmp(project / "outputs/scores.parquet", project / "local-scores.parquet", False)
     same_tree(project / "local-render", project / "outputs/render")
 
 
@@ -127,19 +133,21 @@ class EntryWatch:
         self._scan()
 
 
-def render_workers(method: str = "") -> list[psutil.Process]:
-    """This machine's processes that are Ray render workers (running ``method``, if named)."""
-    title = "ray::RenderWorker" + (f".{method}" if method else "")
+def workers(cluster: Cluster, busy: bool = False) -> list[psutil.Process]:
+    """The Ray workers of this test's cluster (only those running a call, if ``busy``)."""
+    title = "ray::Worker.call" if busy else "ray::Worker"
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if cmdline.startswith(title):
-            found.append(proc)
+    for proc in psutil.Process(cluster.head.pid).children(recursive=True):
+        try:
+            if " ".join(proc.cmdline()).startswith(title):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
     return found
 
 
 def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_written_twice(
-    project: Path, cluster: dict[str, str]
+    project: Path, cluster: Cluster
 ) -> None:
     cache = project / ".otpc_cache/frames"
     shutil.rmtree(cache, ignore_errors=True)
@@ -147,7 +155,7 @@ def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_written_twice(
     stage = subprocess.Popen(
         [*RENDER, "--out", "outputs/render-killed"],
         cwd=project,
-        env=cluster,
+        env=cluster.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -155,39 +163,39 @@ def test_a_worker_killed_mid_batch_is_retried_and_nothing_is_written_twice(
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and stage.poll() is None and time.monotonic() < deadline:
-        busy = render_workers("render") if len(entries(cache, "*.png")) >= 2 else []
+        busy = workers(cluster, busy=True) if len(entries(cache, "*.png")) >= 2 else []
         if busy:
             killed = busy[0].pid
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.005)
     out, err = stage.communicate(timeout=300)
     watch.stop()
-    assert killed is not None, "the kill must land while a worker renders a batch"
+    assert killed is not None, "the kill must land while a worker runs a call"
     assert stage.returncode == 0, err
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == "zombie"
     rendered, cached = map(int, re.search(REPORT, out).groups())
     assert (rendered, cached) == (frame_count(project), 0)
     assert watch.replaced == [], "an entry was written twice"
-    assert len(watch.seen) == frame_count(project)
+    assert len(entries(cache, "*.png")) == frame_count(project)
     same_tree(project / "local-render", project / "outputs/render-killed")
 
 
-def test_a_driver_killed_mid_stage_resumes_from_the_cache(
-    project: Path, cluster: dict[str, str]
-) -> None:
+def test_a_driver_killed_mid_stage_resumes_from_the_cache(project: Path, cluster: Cluster) -> None:
     cache = project / ".otpc_cache/frames"
     shutil.rmtree(cache, ignore_errors=True)
     out = ["--out", "outputs/render-resumed"]
-    rc = kill_when([*RENDER, *out], project, lambda: len(entries(cache, "*.png")) >= 4, env=cluster)
+    rc = kill_when(
+        [*RENDER, *out], project, lambda: len(entries(cache, "*.png")) >= 4, env=cluster.env
+    )
     assert rc == -signal.SIGKILL
     assert not (project / "outputs/render-resumed").exists(), "no partial output after a kill"
     deadline = time.monotonic() + 60  # the driver's workers die with it
-    while render_workers() and time.monotonic() < deadline:
+    while workers(cluster) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert render_workers() == []
+    assert workers(cluster) == []
     done = len(entries(cache, "*.png"))
     assert 4 <= done < frame_count(project), "the kill must land part-way"
-    proc = run([*RENDER, *out], project, env=cluster)
+    proc = run([*RENDER, *out], project, env=cluster.env)
     assert tuple(map(int, re.search(REPORT, proc.stdout).groups())) == (
         frame_count(project) - done,
         done,
@@ -195,18 +203,36 @@ def test_a_driver_killed_mid_stage_resumes_from_the_cache(
     same_tree(project / "local-render", project / "outputs/render-resumed")
 
 
-def test_workers_render_into_an_s3_cache(project: Path, cluster: dict[str, str]) -> None:
+def test_workers_render_into_an_s3_cache(project: Path, cluster: Cluster) -> None:
     import s3fs
 
     s3 = s3fs.S3FileSystem(
-        endpoint_url=cluster["AWS_ENDPOINT_URL_S3"], key="testing", secret="testing"
+        endpoint_url=cluster.env["AWS_ENDPOINT_URL_S3"], key="testing", secret="testing"
     )
     s3.mkdir(BUCKET)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["render"] |= {"backend": "ray", "cache_dir": f"s3://{BUCKET}/frames"}
     (project / "s3.yaml").write_text(yaml.safe_dump(params))
-    proc = run([*RENDER, "--params", "s3.yaml", "--out", "outputs/render-s3"], project, env=cluster)
+    proc = run(
+        [*RENDER, "--params", "s3.yaml", "--out", "outputs/render-s3"], project, env=cluster.env
+    )
     assert tuple(map(int, re.search(REPORT, proc.stdout).groups())) == (frame_count(project), 0)
     stored = s3.find(f"{BUCKET}/frames")
     assert len(stored) == frame_count(project) and all(p.endswith(".png") for p in stored)
     same_tree(project / "local-render", project / "outputs/render-s3")
+
+
+def test_the_code_digest_changes_with_any_source_file(tmp_path: Path) -> None:
+    """What refuses workers whose otpc differs from the driver's. (On one machine Ray puts
+    the driver's sys.path first on its workers', so they import the driver's otpc: a
+    refusal itself needs two nodes with different clones.)"""
+    shutil.copytree(ROOT / "otpc", tmp_path / "otpc", ignore=shutil.ignore_patterns("__pycache__"))
+    code = "from otpc.ray_pool import code_digest; print(code_digest())"
+
+    def digest() -> str:
+        return run(["python", "-c", code], tmp_path, env=env() | {"PYTHONPATH": ""}).stdout
+
+    before = digest()
+    with (tmp_path / "otpc/text.py").open("a") as f:
+        f.write("# one more line\n")
+    assert digest() != before

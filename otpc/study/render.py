@@ -9,15 +9,21 @@ every permutation coupling (row invariance) and are rendered once per pair.
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 from otpc import embeddings
 from otpc.atomic import atomic_dir
+from otpc.errors import InputError
 from otpc.frame_cache import FrameCache
 from otpc.images import save_gif, save_png, strip
 from otpc.models import ModelSpec, Resolved, describe, load_pipeline
@@ -29,6 +35,9 @@ from otpc.study.couple import coupling_from_row
 from otpc.study.embed import load_index
 from otpc.study.layout import INDEX
 from otpc.tables import COUPLINGS, FRAMES, PAIRS
+
+if TYPE_CHECKING:
+    from otpc.ray_pool import Workers
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,7 @@ def render_study(
         from otpc.ray_render import RenderWorker, render_frames_ray
 
         workers = Workers(ray or RayParams(), RenderWorker, spec, params, params.cache_dir)
-        context, res = workers.agreed("about")
+        context, res = _about_workers(workers, cache, spec)
         render = partial(render_frames_ray, workers, batch_size=params.batch_size)
     else:
         renderer = Renderer(load_pipeline(spec), params)
@@ -147,11 +156,33 @@ def render_study(
     return index, len(missing)
 
 
+def _about_workers(workers: Workers, cache: FrameCache, spec: ModelSpec) -> tuple[str, Resolved]:
+    """The context and model the Ray workers render with, the same on every worker, on the
+    device type ``model.device`` names here; ``InputError`` if a worker cannot reach the
+    cache."""
+    from otpc.ray_pool import agreed, same_device
+
+    probe = uuid.uuid4().hex
+    cache.put(probe, np.zeros((1, 1, 3), np.uint8))
+    try:
+        answers = workers.ask_all("about", probe)
+    finally:
+        cache.remove(probe)
+    if not all(reaches for _, _, reaches in answers):
+        raise InputError(
+            f"render.cache_dir {str(cache.root)!r}: some Ray workers do not find what this "
+            "machine writes there; it must be a folder every node mounts, or a URL"
+        )
+    context, res = agreed([(context, res) for context, res, _ in answers], "model or settings")
+    same_device(res.device.type, spec.device)
+    return context, res
+
+
 def _write_render_folder(
     plan: list[PlannedFrame], cache: FrameCache, frames: int, res: Resolved, out: Path
 ) -> pl.DataFrame:
     """Copy each path's frames (verified) from the cache into ``out``, with its strip and GIF
-    and the frames index; ``out`` is replaced whole."""
+    and the frames index, several paths at once; ``out`` is replaced whole."""
     ts = t_grid(frames)
     model = describe(res)
     rows = [
@@ -169,17 +200,30 @@ def _write_render_folder(
         for p in f.path_ids
     ]
     index = FRAMES.frame(rows).sort("path_id", "k")
-    with atomic_dir(out) as tmp:
-        for (path_id,), group in index.group_by("path_id", maintain_order=True):
-            images = []
-            for key, file in group.select("key", "file").iter_rows():
-                try:
-                    data, pixels = cache.read(key)  # verified: the pixels recorded for the key
-                except FileNotFoundError:
-                    raise RuntimeError(f"frame {key} ({file}) is not in {cache.root}") from None
-                (tmp / file).parent.mkdir(parents=True, exist_ok=True)
-                (tmp / file).write_bytes(data)
-                images.append(pixels)
-            save_png(tmp / "strips" / f"{path_id}.png", strip(images))
-            save_gif(tmp / "strips" / f"{path_id}.gif", images)
+
+    def write_path(path_id: str, group: pl.DataFrame, tmp: Path) -> None:
+        images = []
+        for key, file in group.select("key", "file").iter_rows():
+            try:
+                data, pixels = cache.read(key)  # verified: the pixels recorded for the key
+            except FileNotFoundError:
+                raise RuntimeError(f"frame {key} ({file}) is not in {cache.root}") from None
+            (tmp / file).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / file).write_bytes(data)
+            images.append(pixels)
+        save_png(tmp / "strips" / f"{path_id}.png", strip(images))
+        save_gif(tmp / "strips" / f"{path_id}.gif", images)
+
+    with (
+        atomic_dir(out) as tmp,
+        ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool,
+    ):  # paths in parallel: reading (a URL cache) and PNG/GIF coding release the GIL
+        groups = index.group_by("path_id", maintain_order=True)
+        done = [pool.submit(write_path, path_id, group, tmp) for (path_id,), group in groups]
+        try:
+            for future in done:
+                future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
         return FRAMES.write(index, tmp / INDEX)

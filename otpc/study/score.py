@@ -69,9 +69,11 @@ class PathScorer:
         self.metric = load_lpips(params.net, pick_device(device), params.backbone)
         self.params = params
 
-    def about(self) -> tuple[str, str]:
-        """The metric's tag and what its distances are cached under, with the frames."""
-        return self.metric.tag, self.metric.cache_id(self.params.min_size)
+    def about(self) -> tuple[str, str, str]:
+        """The metric's tag, what its distances are cached under (with the frames), and the
+        device type it runs on."""
+        metric = self.metric
+        return metric.tag, metric.cache_id(self.params.min_size), metric.device.type
 
     def steps(self, path: tuple[str, list[bytes]]) -> tuple[str, list[float]]:
         """(path id, its LPIPS steps) for (path id, its frame files' bytes in order)."""
@@ -97,14 +99,15 @@ def score_paths(
     how many paths were scored (the others came from the cache)."""
     index = FRAMES.read(render_dir / INDEX)
     if params.backend == "ray":
-        from otpc.ray_pool import Workers
+        from otpc.ray_pool import Workers, agreed, same_device
 
         workers = Workers(ray or RayParams(), PathScorer, params, device)
-        tag, cache_id = workers.agreed("about")
+        tag, cache_id, where = agreed(workers.ask_all("about"), "metric")
+        same_device(where, device)
         measure = partial(workers.map, "steps")
     else:
         scorer = PathScorer(params, device)
-        tag, cache_id = scorer.about()
+        tag, cache_id, _ = scorer.about()
         measure = partial(map, scorer.steps)
     files = {
         path_id: [render_dir / f for f in group["file"].to_list()]
