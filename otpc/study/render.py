@@ -173,7 +173,8 @@ def _about_workers(workers: Workers, cache: FrameCache, spec: ModelSpec) -> tupl
             f"render.cache_dir {str(cache.root)!r}: some Ray workers do not find what this "
             "machine writes there; it must be a folder every node mounts, or a URL"
         )
-    context, res = agreed([(context, res) for context, res, _ in answers], "model or settings")
+    context = agreed([context for context, _, _ in answers], "model or settings")
+    res = answers[0][1]  # the same model (its fingerprint is in the context), maybe elsewhere
     same_device(res.device.type, spec.device)
     return context, res
 

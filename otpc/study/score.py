@@ -75,10 +75,13 @@ class PathScorer:
         metric = self.metric
         return metric.tag, metric.cache_id(self.params.min_size), metric.device.type
 
-    def steps(self, path: tuple[str, list[bytes]]) -> tuple[str, list[float]]:
-        """(path id, its LPIPS steps) for (path id, its frame files' bytes in order)."""
-        path_id, blobs = path
-        frames = np.stack([png.decode(blob, f"{path_id}/{k}")[0] for k, blob in enumerate(blobs)])
+    def steps(self, path: tuple[str, list[str], list[bytes]]) -> tuple[str, list[float]]:
+        """(path id, its LPIPS steps) for (path id, its frame files' names and bytes, in
+        order); a damaged file is an error naming it."""
+        path_id, names, blobs = path
+        frames = np.stack(
+            [png.decode(blob, name)[0] for name, blob in zip(names, blobs, strict=True)]
+        )
         p = self.params
         return path_id, step_distances(self.metric, frames, p.min_size, p.batch_size).tolist()
 
@@ -121,11 +124,11 @@ def score_paths(
     todo = [path_id for path_id in files if path_id not in found]
     entries: dict[str, Path] = {}
 
-    def frames_of_todo() -> Iterator[tuple[str, list[bytes]]]:
+    def frames_of_todo() -> Iterator[tuple[str, list[str], list[bytes]]]:
         for path_id in todo:  # read as workers free up; cached under the bytes scored
             blobs = _read(files[path_id])
             entries[path_id] = _entry(cache_dir, cache_id, blobs)
-            yield path_id, blobs
+            yield path_id, [str(f) for f in files[path_id]], blobs
 
     for path_id, steps in tqdm(
         measure(frames_of_todo()), total=len(todo), desc=f"score ({params.backend})", unit="path"
