@@ -5,7 +5,7 @@ BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup repro test lint browser bench constraints clean
+.PHONY: setup repro study test lint browser bench constraints clean
 
 $(STAMP): pyproject.toml constraints.txt weights-requirements.txt
 	python3 -m venv $(VENV)
@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml constraints.txt weights-requirements.txt
 
 setup: $(STAMP)
 
+# The demo (dvc.yaml): a smoke-size run of the study, about two minutes.
 repro: setup
-	PATH=$(BIN):$$PATH dvc repro
+	PATH=$(BIN):$$PATH dvc repro dvc.yaml
+
+# The powered study (powered/dvc.yaml, powered/params.yaml): about an hour on 2 cores.
+study: setup
+	PATH=$(BIN):$$PATH dvc repro powered/dvc.yaml
 
 test: setup lint browser
 	PATH=$(BIN):$$PATH pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -42,4 +47,4 @@ constraints: setup
 	mv constraints.new constraints.txt
 
 clean:
-	rm -rf outputs .otpc_cache mlflow.db mlartifacts
+	rm -rf outputs powered/outputs .otpc_cache mlflow.db mlartifacts

@@ -211,6 +211,65 @@ def log_cmd(params_path: Path, exp_name: str | None) -> None:
     click.echo(logged_line(logged, params.study))
 
 
+@main.command("power")
+@params_option
+@click.option(
+    "--scores",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=layout.SCORES,
+    show_default=True,
+    help="The pilot's scores table (its pairs are the population simulated).",
+)
+@click.option("--sizes", default="20,40,60,80", show_default=True, help="Pairs per group.")
+@click.option("--simulations", type=click.IntRange(min=10), default=200, show_default=True)
+@click.option(
+    "--permutations",
+    type=click.IntRange(min=100),
+    default=2000,
+    show_default=True,
+    help="Resamples of each permutation test in a simulated study.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("powered/power.json"),
+    show_default=True,
+)
+@reports_errors
+def power_cmd(
+    params_path: Path, scores: Path, sizes: str, simulations: int, permutations: int, out: Path
+) -> None:
+    """The pre-registered tests' power at each size, simulated from a pilot run's analysed
+    pairs (``--params`` is the pilot's: its groups, pair selection and analysis)."""
+    import polars as pl
+
+    from otpc.atomic import write_json
+    from otpc.pairs import group_labels
+    from otpc.params import PRIMARY
+    from otpc.stats import per_pair
+    from otpc.study.aggregate import select_pairs
+    from otpc.study.power import power
+    from otpc.tables import SCORES
+
+    params = load_params(params_path)
+    try:
+        wanted = [int(n) for n in sizes.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"not a comma-separated list of sizes: {sizes!r}") from None
+    agg = params.aggregate.model_copy(update={"permutations": permutations})
+    pilot = SCORES.read(scores).filter(
+        (pl.col("variant") == PRIMARY) & (pl.col("path_kind") != "barycentric")
+    )
+    pilot, _ = select_pairs(pilot, params.data.n_per_group, params.aggregate)
+    groups = group_labels(params.data.bins)
+    result = power(per_pair(pilot), groups, agg, wanted, simulations, params.aggregate.seed)
+    write_json(out, {"pilot": str(scores), "simulations": simulations, "sizes": result})
+    for size in result.values():
+        shown = ", ".join(f"{k} {v:.0%}" for k, v in size["power"].items())
+        click.echo(f"n = {size['pairs_per_group']} per group: {shown}")
+    click.echo(f"wrote {out}")
+
+
 @main.group()
 def toy() -> None:
     """The trained toy model (the embedded default): train it again."""

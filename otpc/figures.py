@@ -1,6 +1,6 @@
 """The study's figures: PPL and coupling cost by method and group (paper Fig. 3), OT's
-per-pair advantage against similarity, and image strips of a few pairs, one row per method
-(paper Fig. 2)."""
+per-pair advantage against similarity, what the paths show against their PPL (toy world),
+and image strips of a few pairs, one row per method (paper Fig. 2)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import io
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -16,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from otpc.exact import theil_sen
 from otpc.images import save_png
 from otpc.png import decode
 
@@ -30,9 +32,11 @@ def _save(fig: plt.Figure, path: Path, dpi: int = 110) -> None:
     save_png(path, decode(buf.getvalue())[0])
 
 
-def ppl_cost_figure(table: pl.DataFrame, groups: Sequence[str], path: Path, note: str = "") -> None:
-    """Two panels: mean PPL (left) and mean coupling cost (right) per group, by method,
-    with bootstrap CIs as error bars."""
+def ppl_cost_figure(
+    table: pl.DataFrame, groups: Sequence[str], path: Path, note: str, similarity: str
+) -> None:
+    """Two panels: mean PPL (left) and mean coupling cost (right) per group (``similarity``
+    says what the groups' score is), by method, with BCa bootstrap CIs as error bars."""
     methods = table["method"].unique(maintain_order=True).to_list()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
     x = np.arange(len(groups))
@@ -63,7 +67,7 @@ def ppl_cost_figure(table: pl.DataFrame, groups: Sequence[str], path: Path, note
                 label=method,
             )
         ax.set_xticks(x, groups)
-        ax.set_xlabel("CxC similarity group (agg_score)")
+        ax.set_xlabel(similarity)
         ax.set_ylabel(label)
     axes[0].legend(title="coupling")
     fig.suptitle(
@@ -75,14 +79,16 @@ def ppl_cost_figure(table: pl.DataFrame, groups: Sequence[str], path: Path, note
 
 def effect_trend_figure(
     ratios: dict[str, pl.DataFrame],
-    trends: dict[str, dict[str, float]],
+    trends: dict[str, dict[str, Any]],
     groups: Sequence[str],
     path: Path,
-    note: str = "",
+    note: str,
+    confidence: float,
 ) -> None:
     """One panel per comparison: each pair's log-ratio r = log(ppl_ot / ppl_other) against its
-    similarity score, the median of each group, the least-squares line, and Spearman's rho
-    (bootstrap CI) with the Jonckheere-Terpstra p in the title."""
+    similarity score, the median of each group and the Theil-Sen line (robust to outliers)
+    with its slope's interval; the pre-registered comparison's panel also gives its
+    Jonckheere-Terpstra p (Holm-adjusted), the others are descriptive."""
     names = list(ratios) or ["(no comparison)"]
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
@@ -96,6 +102,7 @@ def effect_trend_figure(
         ax.axhline(0.0, color="0.5", linewidth=0.8, linestyle="--")
         ax.set_xlabel("similarity score of the pair")
         ax.set_ylabel(f"log(ppl {name.replace('_vs_', ' / ppl ')})  (< 0: ot smoother)")
+        df = None if df is None else df.drop_nulls("r")
         if df is None or df.is_empty():
             ax.set_title(f"{name}: no pairs", fontsize=9)
             continue
@@ -107,19 +114,56 @@ def effect_trend_figure(
             if not (sel := df.filter(pl.col("group") == g)).is_empty()
         ]
         ax.plot(*zip(*medians, strict=True), "o-", color="C3", label="group median")
-        if len(np.unique(x)) > 1:
-            slope, intercept = np.polyfit(x, y, 1)
+        line = theil_sen(x, y, confidence)
+        title = f"{name}: n {len(y)}"
+        if line["slope"] == line["slope"]:  # defined
             xs = np.array([x.min(), x.max()])
-            ax.plot(xs, intercept + slope * xs, color="C2", linewidth=1, label="least squares")
-        t = trends[name]
-        ax.set_title(
-            f"{name}: rho {t['rho']:.2f} [{t['rho_ci_low']:.2f}, {t['rho_ci_high']:.2f}], "
-            f"JT p {t['jt_p']:.3g}, n {t['n']}",
-            fontsize=9,
-        )
+            ax.plot(xs, line["intercept"] + line["slope"] * xs, color="C2", label="Theil-Sen")
+            title += (
+                f", slope {line['slope']:.3g} [{line['slope_ci_low']:.3g}, "
+                f"{line['slope_ci_high']:.3g}]"
+            )
+        trend = trends.get(f"trend/{name}/ppl")
+        title += f"\npre-registered JT p (Holm) {trend['holm_p']:.3g}" if trend else "\ndescriptive"
+        ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle(
         "Does OT's advantage change with similarity?" + (f"\n{note}" if note else ""),
+        fontsize=10,
+    )
+    _save(fig, path)
+
+
+def truth_figure(truth: dict[str, Any], path: Path, note: str) -> None:
+    """What the paths show (toy world): per method, the share of paths with a detour frame
+    (an interior frame showing an attribute of neither end), with extra attribute changes,
+    and not monotone; and how often ``ppl`` picks the same winner as the frames."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.0), layout="constrained")
+    if not truth:
+        ax.text(0.5, 0.5, "no ground truth: only the toy world has a detector", ha="center")
+        ax.set_axis_off()
+    else:
+        methods = list(truth["by_method"])
+        shares = {
+            "a detour frame": [truth["by_method"][m]["detour_share"] for m in methods],
+            "extra changes": [truth["by_method"][m]["extra_share"] for m in methods],
+            "not monotone": [1 - truth["by_method"][m]["monotone_share"] for m in methods],
+        }
+        x = np.arange(len(methods))
+        for j, (label, values) in enumerate(shares.items()):
+            ax.bar(x + (j - 1) * 0.27, values, 0.27, label=label)
+        ax.set_xticks(x, methods)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("share of paths")
+        ax.legend(fontsize=8)
+        agree = "; ".join(
+            f"{name}: ppl picks the frames' winner in {a['same_winner_share']:.0%} of "
+            f"{a['pairs_decided']} decided pairs"
+            for name, a in truth["agreement"].items()
+        )
+        ax.set_title(textwrap.fill(agree, 100), fontsize=8)
+    fig.suptitle(
+        "What the paths show, read back by the toy detector" + (f"\n{note}" if note else ""),
         fontsize=10,
     )
     _save(fig, path)

@@ -147,7 +147,8 @@ def make_groups(df: pl.DataFrame, bins: Sequence[float], source: str) -> pl.Data
 def sample_groups(
     df: pl.DataFrame, bins: Sequence[float], n_per_group: int, seed: int, source: str
 ) -> pl.DataFrame:
-    """Draw up to ``n_per_group`` pairs per group; a group with no pairs is an error.
+    """Draw up to ``n_per_group`` pairs per group, each with its ``rank`` in its group's draw
+    (the first n of a larger draw are the n drawn); a group with no pairs is an error.
 
     The draw depends only on the seed, the group and the set of pair ids (not row order).
     A group with fewer pairs than asked keeps all of them.
@@ -159,6 +160,9 @@ def sample_groups(
         if members.is_empty():
             raise InputError(f"{source}: similarity group {label} (data.bins) has no pairs")
         rng = np.random.default_rng(derive_seed(seed, "sample", label))
-        take = np.sort(rng.permutation(len(members))[: min(n_per_group, len(members))])
-        parts.append(members[take.tolist()])
+        order = rng.permutation(len(members))[: min(n_per_group, len(members))]
+        rank = np.argsort(order)  # the taken rows in pair-id order, by place in the draw
+        parts.append(
+            members[np.sort(order).tolist()].with_columns(pl.Series("rank", rank, pl.Int64))
+        )
     return PAIRS.conform(pl.concat(parts))

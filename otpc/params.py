@@ -36,7 +36,11 @@ LpipsNet = Literal["alex", "vgg", "squeeze"]
 LpipsBackbone = Literal["imagenet", "untrained"]
 Dtype = Literal["auto", "float64", "float32", "float16", "bfloat16"]
 DEVICE = r"auto|cpu|mps|cuda(:\d+)?"
-FRAME_CACHE = ".otpc_cache/frames"  # under the project root, shared by experiments
+FRAME_CACHE = ".otpc_cache/frames"
+TOY_ATTRIBUTES = ("shape", "colour", "size", "position", "background")  # of a toy scene
+# Those the committed toy model draws: held-out accuracy above chance (its OTPC_TOY.json;
+# a test keeps the two in agreement).
+TOY_DRAWN = ("shape", "colour", "size")  # under the project root, shared by experiments
 
 # Marks a setting that changes speed or memory, not what a frame shows: not part of a
 # frame's key, and not a parameter the render stage depends on. On the CPU in float64 it
@@ -129,8 +133,29 @@ class DataParams(_Section):
     split: Literal["val", "test"] = "val"
     sampling_method: Literal["c2c_cocaption", "c2c_isim", "both"] = "both"
     bins: list[float] = Field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
-    n_per_group: int = Field(3, ge=1, le=100_000)
+    n_per_group: int = Field(3, ge=1, le=100_000, description="pairs analysed per group")
+    spare_per_group: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="candidates drawn beyond n_per_group per group, in order: they fill the "
+        "places of pairs left out as degenerate (aggregate.drop_degenerate)",
+    )
+    toy_attributes: list[str] = Field(
+        default_factory=lambda: list(TOY_DRAWN),
+        description="toy source: the attributes a pair's score counts and its two scenes may "
+        "differ in (the others are the same in A and B); the ones the toy model draws",
+    )
     seed: int = Field(0, ge=0)
+
+    @field_validator("toy_attributes")
+    @classmethod
+    def _toy_attributes(cls, v: list[str]) -> list[str]:
+        if not v or any(a not in TOY_ATTRIBUTES for a in v) or len(set(v)) != len(v):
+            raise ValueError(
+                f"must be distinct attributes of the toy world {list(TOY_ATTRIBUTES)}, got {v}"
+            )
+        return v
 
     @field_validator("bins")
     @classmethod
@@ -186,6 +211,18 @@ class RenderParams(RenderSettings):
         return [name for name in cls.model_fields if name not in speed_only(cls)]
 
 
+class ScoreVariant(_Section):
+    """A robustness re-scoring of the same rendered frames; an unset field is ``score``'s."""
+
+    frames: int | None = Field(None, ge=2, le=1000)
+    net: LpipsNet | None = None
+    min_size: int | None = Field(None, ge=1, le=4096)
+
+    def name(self) -> str:
+        """``frames=17``, ``net=vgg,min_size=128``: what the variant changes."""
+        return ",".join(f"{k}={v}" for k, v in self.model_dump().items() if v is not None)
+
+
 class ScoreParams(_Section):
     net: LpipsNet = "alex"
     batch_size: int = Field(64, ge=1, le=4096)
@@ -201,6 +238,31 @@ class ScoreParams(_Section):
         le=4096,
         description="frames smaller than this (px) are enlarged, each pixel repeated, for LPIPS",
     )
+    frames: int | None = Field(
+        None,
+        ge=2,
+        le=1000,
+        description="frames of a scored path: every ((render.frames - 1) / (frames - 1))-th "
+        "rendered frame (the frames a render with render.frames = frames draws); null: all",
+    )
+    robustness: list[ScoreVariant] = Field(
+        default_factory=list,
+        description="re-scorings of the same frames whose conclusions the robustness table "
+        "reports beside the primary analysis's",
+    )
+
+    def variants(self) -> list[ScoreParams]:
+        """The primary scoring, then each robustness variant, as whole score settings."""
+        return [self] + [
+            self.model_copy(
+                update={k: v for k, v in variant.model_dump().items() if v is not None}
+                | {"robustness": []}
+            )
+            for variant in self.robustness
+        ]
+
+
+PRIMARY = "primary"  # the scores table's variant of the pre-registered scoring
 
 
 class AggregateParams(_Section):
@@ -209,7 +271,30 @@ class AggregateParams(_Section):
     seed: int = Field(0, ge=0)
     strip_pairs: int = Field(4, ge=1, le=100)
     drop_degenerate: bool = Field(
-        True, description="leave out pairs whose prompts embed identically (counted)"
+        True,
+        description="leave out pairs whose prompts embed identically or whose end frames "
+        "are nearer than min_end_lpips (counted); spare pairs take their places",
+    )
+    min_end_lpips: float = Field(
+        0.05,
+        ge=0,
+        description="a pair whose two end frames (A's and B's images) are nearer than this "
+        "(LPIPS, the primary scoring) is perceptually degenerate: nothing to interpolate",
+    )
+    # The pre-registered analysis (docs/study.md, "Pre-registered analysis").
+    primary: str = Field("clip", description="OT against this method is the primary comparison")
+    measure: Literal["ppl", "length"] = Field("ppl", description="the primary measure")
+    co_primary: Literal["ppl", "length"] = Field("length", description="its sensitivity twin")
+    margin: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="equivalence margin: OT and a method are equivalent when the median ratio "
+        "of their path lengths lies within [1 / (1 + margin), 1 + margin] (TOST)",
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="level of every pre-registered test")
+    permutations: int = Field(
+        10_000, ge=100, le=10_000_000, description="resamples where enumeration is too large"
     )
     stratify_by: Literal["sampling_method"] | None = Field(
         None, description="also split every statistic by this column of the pairs table"
@@ -299,7 +384,36 @@ def schema_problems(raw: dict[str, Any]) -> tuple[Params | None, list[str]]:
             key = ".".join(str(p) for p in e["loc"])
             problems.append(problem(key, e.get("input"), e["msg"].removeprefix("Value error, ")))
         return None, problems
-    return params, problems
+    return params, design_problems(params)
+
+
+def design_problems(params: Params) -> list[str]:
+    """What the schema cannot see key by key: the scored frames lie on the rendered grid,
+    and the pre-registered comparison is one the study makes."""
+    found = []
+    rendered = params.render.frames - 1
+    for key, frames in [("score.frames", params.score.frames)] + [
+        (f"score.robustness.{i}.frames", v.frames) for i, v in enumerate(params.score.robustness)
+    ]:
+        if frames is not None and rendered % (frames - 1):
+            found.append(
+                problem(
+                    key,
+                    frames,
+                    f"frames - 1 must divide render.frames - 1 = {rendered}: the scored frames "
+                    "are every n-th rendered frame",
+                )
+            )
+    methods = params.couple.methods
+    if "ot" in methods and params.aggregate.primary not in [m for m in methods if m != "ot"]:
+        found.append(
+            problem(
+                "aggregate.primary",
+                params.aggregate.primary,
+                f"must be one of couple.methods other than ot: {[m for m in methods if m != 'ot']}",
+            )
+        )
+    return found
 
 
 def problem(key: str, value: object, message: str) -> str:

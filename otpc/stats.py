@@ -9,43 +9,18 @@ every method; r compares them on one footing) and the same for ``ppl`` and ``ppl
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 from scipy import stats
 
+from otpc.exact import bca_ci, median_ci, signed_rank_p
+
 ALL = "all"
 # What is summarised per method x group: the path's smoothness (``otpc.perceptual.PathLength``)
 # and how far the coupling moves the rows.
 MEASURES = ("ppl", "ppl_norm", "length", "max_step", "cost")
-
-
-def bootstrap_ci(
-    x: np.ndarray,
-    confidence: float,
-    n_resamples: int,
-    seed: int,
-    statistic: Callable[..., np.ndarray] = np.mean,
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``statistic`` (default the mean); NaN for fewer than two
-    values."""
-    x = np.asarray(x, dtype=np.float64)
-    if len(x) < 2:
-        return float("nan"), float("nan")
-    if np.all(x == x[0]):
-        return float(x[0]), float(x[0])
-    res = stats.bootstrap(
-        (x,),
-        statistic,
-        confidence_level=confidence,
-        n_resamples=n_resamples,
-        method="percentile",
-        batch=256,
-        rng=np.random.default_rng(seed),
-    )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def wilson_ci(successes: int, n: int, confidence: float) -> tuple[float, float]:
@@ -76,94 +51,6 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return out.tolist()
 
 
-def wilcoxon_p(x: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of ``x`` against 0 (NaN if undefined). Zeros
-    (ties) stay in the test, their ranks split between the signs ("zsplit"), so the test's
-    n is ``len(x)``."""
-    x = np.asarray(x, dtype=np.float64)
-    if len(x) < 2 or np.all(x == 0):
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(stats.wilcoxon(x, zero_method="zsplit").pvalue)
-
-
-def jonckheere(samples: Sequence[np.ndarray]) -> tuple[float, float]:
-    """Jonckheere-Terpstra test for a trend across ordered groups: (z, two-sided p).
-
-    J = sum_{i<j} sum_{x in g_i, y in g_j} ([x < y] + [x = y] / 2), large when values grow
-    with the group's order. Under no trend (labels exchangeable), with N values, group
-    sizes n_i and tie sizes t_k (Hollander & Wolfe):
-    E[J] = (N^2 - sum n_i^2) / 4, and
-    Var[J] = (N(N-1)(2N+5) - sum n_i(n_i-1)(2n_i+5) - sum t_k(t_k-1)(2t_k+5)) / 72
-           + sum n_i(n_i-1)(n_i-2) sum t_k(t_k-1)(t_k-2) / (36 N(N-1)(N-2))
-           + sum n_i(n_i-1) sum t_k(t_k-1) / (8 N(N-1)).
-    z = (J - E[J]) / sqrt(Var[J]); NaN when fewer than two groups have values or all
-    values are equal.
-    """
-    groups = [np.asarray(g, dtype=np.float64) for g in samples if len(g)]
-    if len(groups) < 2:
-        return float("nan"), float("nan")
-    j = 0.0
-    for i, lower in enumerate(groups):
-        ordered = np.sort(lower)
-        for upper in groups[i + 1 :]:
-            below = np.searchsorted(ordered, upper, side="left")
-            not_above = np.searchsorted(ordered, upper, side="right")
-            j += float(np.sum(below) + 0.5 * np.sum(not_above - below))
-    n_i = np.array([len(g) for g in groups], dtype=np.float64)
-    n = n_i.sum()
-    _, ties = np.unique(np.concatenate(groups), return_counts=True)
-    t = ties.astype(np.float64)
-    mean = (n * n - np.sum(n_i * n_i)) / 4
-    var = (
-        n * (n - 1) * (2 * n + 5)
-        - np.sum(n_i * (n_i - 1) * (2 * n_i + 5))
-        - np.sum(t * (t - 1) * (2 * t + 5))
-    ) / 72
-    if n > 2:
-        var += (
-            np.sum(n_i * (n_i - 1) * (n_i - 2))
-            * np.sum(t * (t - 1) * (t - 2))
-            / (36 * n * (n - 1) * (n - 2))
-        )
-    var += np.sum(n_i * (n_i - 1)) * np.sum(t * (t - 1)) / (8 * n * (n - 1))
-    if var <= 0:
-        return float("nan"), float("nan")
-    z = (j - mean) / math.sqrt(var)
-    return float(z), float(2 * stats.norm.sf(abs(z)))
-
-
-def spearman(
-    x: np.ndarray, y: np.ndarray, confidence: float, n_resamples: int, seed: int
-) -> dict[str, float]:
-    """Spearman's rho of (x, y), its p-value, and a pair-bootstrap percentile CI (pairs
-    resampled with replacement; resamples where rho is undefined are left out)."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    nan = float("nan")
-    if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
-        return {"rho": nan, "rho_ci_low": nan, "rho_ci_high": nan, "rho_p": nan}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rho, p = stats.spearmanr(x, y)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for start in range(0, n_resamples, 256):
-        idx = rng.integers(0, len(x), size=(min(256, n_resamples - start), len(x)))
-        rx = stats.rankdata(x[idx], axis=1)
-        ry = stats.rankdata(y[idx], axis=1)
-        rx -= rx.mean(axis=1, keepdims=True)
-        ry -= ry.mean(axis=1, keepdims=True)
-        denominator = np.sqrt(np.sum(rx * rx, axis=1) * np.sum(ry * ry, axis=1))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            draws.append(np.sum(rx * ry, axis=1) / denominator)
-    boot = np.concatenate(draws)
-    boot = boot[np.isfinite(boot)]
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(boot, [alpha, 1 - alpha]) if len(boot) else (nan, nan)
-    return {"rho": float(rho), "rho_ci_low": float(lo), "rho_ci_high": float(hi), "rho_p": float(p)}
-
-
 def per_pair(scores: pl.DataFrame) -> pl.DataFrame:
     """One row per pair x method: the ``MEASURES`` averaged over replicates (random)."""
     keys = [c for c in ("pair_id", "group", "score", "stratum") if c in scores.columns]
@@ -175,7 +62,8 @@ def per_pair(scores: pl.DataFrame) -> pl.DataFrame:
 def describe(
     x: np.ndarray, confidence: float, n_resamples: int, seed: int, prefix: str
 ) -> dict[str, float]:
-    lo, hi = bootstrap_ci(x, confidence, n_resamples, seed)
+    """Mean, median and the BCa bootstrap interval of the mean of ``x``."""
+    lo, hi = bca_ci(x, np.mean, confidence, n_resamples, seed)
     return {
         f"{prefix}_mean": float(np.mean(x)),
         f"{prefix}_median": float(np.median(x)),
@@ -205,14 +93,14 @@ def method_group_table(
     return pl.DataFrame(rows)
 
 
-def log_ratios(pairs: pl.DataFrame, method: str, other: str) -> pl.DataFrame:
-    """Per pair present under both methods: r = log(ppl_method / ppl_other), with the pair's
-    group and score; r is null (undefined) where either ppl is 0 (a path that does not
-    change)."""
+def log_ratios(pairs: pl.DataFrame, method: str, other: str, measure: str = "ppl") -> pl.DataFrame:
+    """Per pair present under both methods: r = log(m_method / m_other) of ``measure`` m,
+    with the pair's group and score; r is null (undefined) where either is 0 (a path that
+    does not change)."""
     schema = {"pair_id": pl.String, "group": pl.String, "score": pl.Float64, "r": pl.Float64}
     wide = (
         pairs.filter(pl.col("method").is_in([method, other]))
-        .pivot(on="method", index=["pair_id", "group", "score"], values="ppl")
+        .pivot(on="method", index=["pair_id", "group", "score"], values=measure)
         .drop_nulls()
     )
     if method not in wide.columns or other not in wide.columns:
@@ -230,19 +118,21 @@ def paired(
     confidence: float,
     n_resamples: int,
     seed: int,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | str]]:
     """``method`` against ``other`` on the same pairs, per group and overall, from the
     log-ratios r (``log_ratios``) of the n pairs where r is defined (``n_undefined``: pairs
     where a path does not change):
 
     ``share_smoother`` = share of pairs with r < 0 (Wilson CI); ``share_tied`` = share with
-    r = 0 (the same path, e.g. where OT is the identity); ``median_log_ratio`` and its
-    bootstrap CI (exp of it: the typical ratio of path lengths); ``wilcoxon_p``: two-sided
-    Wilcoxon signed-rank test of r against 0, ties kept; ``holm_p``: Holm-adjusted over the
-    groups (one family per comparison; ``all`` is adjusted over comparisons by the caller).
+    r = 0 (the same path, e.g. where OT is the identity); ``median_log_ratio`` and its exact
+    order-statistic CI (exp of it: the typical ratio of path lengths); ``wilcoxon_p``:
+    two-sided Wilcoxon signed-rank test of r against 0 by sign flips (zeros dropped; exact
+    where 2^n is small, else ``n_resamples`` seeded resamples: ``wilcoxon_method``);
+    ``holm_p``: Holm-adjusted over the groups (descriptive: the pre-registered tests are
+    ``otpc.study.prereg``'s).
     """
     ratios = log_ratios(pairs, method, other)
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | str]] = {}
     for group in [*groups, ALL]:
         sel = _in_group(ratios, group)
         r = sel["r"].drop_nulls().to_numpy()
@@ -250,7 +140,8 @@ def paired(
             continue
         smoother = int(np.sum(r < 0))
         share_lo, share_hi = wilson_ci(smoother, len(r), confidence)
-        lo, hi = bootstrap_ci(r, confidence, n_resamples, seed, statistic=np.median)
+        lo, hi, _ = median_ci(r, confidence)
+        p, how = signed_rank_p(r, n_resamples, seed)
         out[group] = {
             "n": len(r),
             "n_undefined": sel["r"].null_count(),
@@ -261,37 +152,14 @@ def paired(
             "median_log_ratio": float(np.median(r)),
             "log_ratio_ci_low": lo,
             "log_ratio_ci_high": hi,
-            "wilcoxon_p": wilcoxon_p(r),
+            "wilcoxon_p": p,
+            "wilcoxon_method": how,
         }
     in_groups = [g for g in groups if g in out]
-    for group, p in zip(in_groups, holm([out[g]["wilcoxon_p"] for g in in_groups]), strict=True):
-        out[group]["holm_p"] = p
+    adjusted = holm([float(out[g]["wilcoxon_p"]) for g in in_groups])
+    for group, p_adj in zip(in_groups, adjusted, strict=True):
+        out[group]["holm_p"] = p_adj
     return out
-
-
-def trend(
-    pairs: pl.DataFrame,
-    method: str,
-    other: str,
-    groups: list[str],
-    confidence: float,
-    n_resamples: int,
-    seed: int,
-) -> dict[str, float]:
-    """Does ``method``'s advantage change with similarity? Spearman's rho of r (the
-    log-ratio) against the pair's score, with a pair-bootstrap CI, and the
-    Jonckheere-Terpstra test of r across the ordered groups (z < 0: r falls, i.e. the
-    advantage grows, with similarity)."""
-    ratios = log_ratios(pairs, method, other).drop_nulls("r")
-    z, p = jonckheere([ratios.filter(pl.col("group") == g)["r"].to_numpy() for g in groups])
-    return {
-        "n": len(ratios),
-        **spearman(
-            ratios["score"].to_numpy(), ratios["r"].to_numpy(), confidence, n_resamples, seed
-        ),
-        "jt_z": z,
-        "jt_p": p,
-    }
 
 
 def displacement_residuals(scores: pl.DataFrame, method: str) -> pl.DataFrame:
@@ -335,24 +203,26 @@ def displacement_residuals(scores: pl.DataFrame, method: str) -> pl.DataFrame:
 
 
 def below_the_line(
-    scores: pl.DataFrame, method: str, groups: list[str]
-) -> dict[str, dict[str, float]]:
+    scores: pl.DataFrame, method: str, groups: list[str], n_resamples: int, seed: int
+) -> dict[str, dict[str, float | str]]:
     """Per group and overall, from ``displacement_residuals``: n, the median residual, the
     share of pairs below the line, the median slope, the share where ``method``'s cost lies
     outside the fitted costs (the line extrapolated), and the Wilcoxon p of the residuals."""
     res = displacement_residuals(scores, method)
-    out = {}
+    out: dict[str, dict[str, float | str]] = {}
     for group in [*groups, ALL]:
         sel = _in_group(res, group)
         if sel.is_empty():
             continue
         r = sel["residual"].to_numpy()
+        p, how = signed_rank_p(r, n_resamples, seed)
         out[group] = {
             "n": len(r),
             "median_residual": float(np.median(r)),
             "share_below": float(np.mean(r < 0)),
             "median_slope": float(np.median(sel["slope"].to_numpy())),
             "share_extrapolated": float(np.mean(sel["extrapolated"].to_numpy())),
-            "wilcoxon_p": wilcoxon_p(r),
+            "wilcoxon_p": p,
+            "wilcoxon_method": how,
         }
     return out

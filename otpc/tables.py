@@ -72,6 +72,7 @@ PAIRS = Table(
         "score": (pl.Float64(), "similarity score of the pair (CxC agg_score, 0-5)"),
         "group": (pl.String(), "similarity group: the data.bins interval of score, e.g. [3,4)"),
         "sampling_method": (pl.String(), "CxC: c2c_cocaption or c2c_isim (null: a CSV source)"),
+        "rank": (pl.Int64(), "place in its group's draw: spares (rank >= n_per_group) fill in"),
     },
 )
 
@@ -105,6 +106,8 @@ COUPLINGS = Table(
         "eos_to_eos": (pl.Boolean(), "A's end tokens go to B's, per encoder (null: a plan)"),
         "real_to_pad": (pl.Int32(), "A's word and end-token rows sent to padding rows of B"),
         "real_cost_share": (pl.Float64(), "share of the cost in A's token rows (null: cost 0)"),
+        "rows_moved_tokens": (pl.Int32(), "A's token rows sent to another row than their own"),
+        "rows_moved_padding": (pl.Int32(), "A's padding rows sent to another row than their own"),
     },
 )
 
@@ -136,10 +139,13 @@ SCORES = Table(
         "ppl_norm": (pl.Float64(), "mean step / dt^2, dt = 1 / (frames - 1)"),
         "length": (pl.Float64(), "sum of the square roots of the steps (comparable across frames)"),
         "max_step": (pl.Float64(), "the largest LPIPS step"),
-        "frames": (pl.Int32(), "frames of the path (render.frames)"),
+        "frames": (pl.Int32(), "frames of the scored path (score.frames, or render.frames)"),
         "steps": (pl.List(pl.Float64()), "LPIPS between consecutive frames (rounded to float32)"),
+        "end_lpips": (pl.Float64(), "LPIPS between the path's two end frames (primary scoring)"),
+        "variant": (pl.String(), "primary, or the robustness variant (e.g. net=vgg)"),
         "score": (pl.Float64(), "the pair's similarity score"),
         "group": (pl.String(), "the pair's similarity group"),
+        "rank": (pl.Int64(), "the pair's place in its group's draw (as in pairs)"),
         "metric": (pl.String(), "lpips-<net>-<imagenet|untrained>"),
         "random_weights": (pl.Boolean(), "the images come from random weights"),
         "model": (pl.String(), "the model that drew the frames, in words"),

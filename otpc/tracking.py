@@ -32,7 +32,7 @@ import yaml
 from filelock import FileLock
 
 from otpc.errors import NotReady, TrackingError
-from otpc.params import Params, flatten
+from otpc.params import PRIMARY, Params, flatten
 from otpc.path_runs import NOTE_TAG, PathsLogged, log_paths, path_table
 from otpc.project import project_root
 from otpc.quiet import quiet_logger
@@ -81,10 +81,12 @@ def metric_key(*parts: str) -> str:
 def summary_metrics(summary: dict) -> dict[str, float]:
     """Flatten summary.json's numbers into metric name -> value (None and NaN dropped):
     ``<measure>/<method>/<group>`` (e.g. ``ppl_mean/ot/all``), ``<comparison>/<statistic>/
-    <group>`` (``ot_vs_clip/share_smoother/all``), ``trend/<comparison>/<statistic>``,
+    <group>`` (``ot_vs_clip/share_smoother/all``), ``preregistered/...`` (the tests and
+    trend by name, e.g. ``preregistered/ot_vs_clip/ppl/tost_holm_p``),
     ``below_cost_line/<statistic>/<group>``, ``composition/<statistic>/<group>``,
-    ``tokens/<statistic>/<method>``, ``n_pairs``, ``pairs/<count>``, ``frames``; a
-    stratum's analysis under ``strata/<value>/``."""
+    ``tokens/<statistic>/<method>``, ``truth/...``, ``k_scaling/K=<k>/<method>/<measure>``,
+    ``n_pairs``, ``pairs/<count>``, ``frames``; a stratum's analysis under
+    ``strata/<value>/``."""
     out: dict[str, float] = {}
 
     def put(name: str, value: object) -> None:
@@ -100,9 +102,8 @@ def summary_metrics(summary: dict) -> dict[str, float]:
             for group, values in groups.items():
                 for name, value in values.items():
                     put(prefix + metric_key(comparison, name, group), value)
-        for comparison, values in part["trend"].items():
-            for name, value in values.items():
-                put(prefix + metric_key("trend", comparison, name), value)
+        nested(part["preregistered"].get("tests", {}), prefix + "preregistered")
+        nested(part["preregistered"].get("trend", {}), prefix + "preregistered")
         for group, values in part["below_cost_line"].items():
             for name, value in values.items():
                 put(prefix + metric_key("below_cost_line", name, group), value)
@@ -112,9 +113,18 @@ def summary_metrics(summary: dict) -> dict[str, float]:
                     put(prefix + metric_key(section, name, head), value)
         put(prefix + "n_pairs", part["n_pairs"])
 
+    def nested(part: dict, prefix: str) -> None:
+        for key, value in part.items():
+            if isinstance(value, dict):
+                nested(value, metric_key(prefix, key))
+            else:
+                put(metric_key(prefix, key), value)
+
     analysis(summary)
-    for name in ("sampled", "degenerate"):
+    for name in ("sampled", "degenerate", "perceptually_degenerate", "analysed"):
         put(f"pairs/{name}", summary["pairs"][name])
+    nested(summary["truth"], "truth")
+    nested(summary["k_scaling"], "k_scaling")
     put("frames", summary["frames"])
     for value, part in summary["strata"].items():
         analysis(part, metric_key("strata", value) + "/")
@@ -163,13 +173,14 @@ def missing(metrics_dir: Path, outputs: dict[str, Path]) -> list[str]:
 
 def out_of_date(workdir: Path) -> list[str]:
     """The study's stages whose outputs are not what ``dvc.lock`` records for the current
-    params and code (``dvc status``), so that other results are never logged as these."""
+    params and code (``dvc status`` of the pipeline in ``workdir``, not of others in the
+    repository), so that other results are never logged as these."""
     if not (workdir / "dvc.lock").is_file():
         return [f"{workdir} has no dvc.lock"]
     from dvc.repo import Repo
 
     with Repo(str(workdir)) as repo:
-        status = repo.status()
+        status = repo.status(targets=["dvc.yaml"])
     changed = [name.rsplit(":", 1)[-1] for name in status]
     return [f"stage {name!r} is not up to date" for name in changed if name != LOG_STAGE]
 
@@ -328,7 +339,8 @@ def _log_study(
     client = mlflow.MlflowClient()
     client.set_experiment_tag(experiment_id, VIEW_TAG, headline_view(list(headline)))
     tags[NOTE_TAG] = description(summary)
-    paths = path_table(PAIRS.read(outputs["pairs"]), SCORES.read(outputs["scores"]), frames)
+    primary = SCORES.read(outputs["scores"]).filter(pl.col("variant") == PRIMARY)
+    paths = path_table(PAIRS.read(outputs["pairs"]), primary, frames)
     children: list[str] = []
     with mlflow.start_run(run_name=exp_name, tags=tags) as run:  # FAILED if anything raises
         try:

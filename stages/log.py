@@ -45,7 +45,8 @@ def main(
     out.unlink(missing_ok=True)  # a record stands only for a run logged by this attempt
     outputs = layout.logged_outputs(pairs, couplings, scores, render_dir)
     try:
-        logged = log_study(params, Path.cwd(), metrics_dir, outputs)
+        # the pipeline's dvc.yaml and dvc.lock stand beside its metrics folder
+        logged = log_study(params, Path.cwd() / metrics_dir.parent, metrics_dir, outputs)
     except TrackingError as err:
         again = "`dvc exp run` again" if os.environ.get("DVC_EXP_NAME") else "`dvc repro`"
         raise TrackingError(

@@ -20,7 +20,7 @@ from otpc.timings import Report
 @click.option("--out", type=click.Path(path_type=Path), default=layout.SCORES)
 @stage(checks=("device", "metric", "caches", "ray"))
 def main(params: Params, render_dir: Path, pairs: Path, couplings: Path, out: Path) -> Report:
-    table, scored = score_paths(
+    table, scored, measured = score_paths(
         render_dir,
         pairs,
         couplings,
@@ -30,9 +30,11 @@ def main(params: Params, render_dir: Path, pairs: Path, couplings: Path, out: Pa
         params.model.device,
         params.ray,
     )
-    reused = len(table) - scored
+    reused = measured - scored
+    variants = table["variant"].n_unique()
     return Report(
-        f"{scored} path(s) scored, {reused} from the cache ({table['metric'][0]}) -> {out}",
+        f"{scored} path(s) scored, {reused} from the cache ({variants} scoring(s), "
+        f"{table['metric'][0]} first) -> {out}",
         {"paths_scored": scored, "paths_reused": reused},
     )
 

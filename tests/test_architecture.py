@@ -18,6 +18,7 @@ from otpc.tables import ALL as TABLES
 from tests.project import ROOT
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+POWERED = "powered"  # the powered study's folder: its params, dvc.yaml, dvc.lock and results
 # Checks that run before a stage's work and refuse bad params; they never change an output.
 CHECKS_ONLY = {"otpc/commands.py", "otpc/preflight.py"}
 
@@ -107,3 +108,56 @@ def test_docs_name_every_module() -> None:
     listed = set(re.findall(r"`(\w+)/?`", readme.split("- `stages/`")[0]))
     flat = {m for m in modules if "/" not in m} | {"study"}  # study/: one module per stage
     assert sorted(flat - listed) == [], "README's Layout misses modules"
+
+
+def _moved(path: str) -> str:
+    """A path of the demo's outputs as the powered study has it."""
+    return f"{POWERED}/{path}" if path.split("/")[0] in ("outputs", "metrics") else path
+
+
+def _moved_entries(entries: list) -> list:
+    """dvc.yaml outs/metrics/plots entries (a path, or {path: options}) moved."""
+    return [
+        _moved(e) if isinstance(e, str) else {_moved(k): v for k, v in e.items()} for e in entries
+    ]
+
+
+def powered_stages() -> dict:
+    """The demo's stages as the powered study runs them: from the repository root (wdir
+    ..), on its own params file, writing under its folder."""
+    params_file = f"{POWERED}/params.yaml"
+    out = {}
+    for name, stage in DVC.items():
+        cmd = stage["cmd"].replace(
+            f"-m stages.{name} ", f"-m stages.{name} --params {params_file} ", 1
+        )
+        cmd = re.sub(r"(?<=[ ])(outputs|metrics)(?=[/ ]|$)", rf"{POWERED}/\1", cmd)
+        keys = [k for k in stage["params"] if isinstance(k, str)]
+        moved = {
+            "cmd": cmd,
+            "wdir": "..",
+            "deps": [_moved(d) for d in stage["deps"]],
+            "params": [{params_file: keys or None}],
+        }
+        for section in ("metrics", "outs", "plots"):
+            if section in stage:
+                moved[section] = _moved_entries(stage[section])
+        out[name] = moved
+    return out
+
+
+def test_the_powered_study_runs_the_demos_stages() -> None:
+    """powered/dvc.yaml is dvc.yaml with the powered study's params and folders (written
+    by ``python -m tests.test_architecture`` after dvc.yaml changes)."""
+    written = yaml.safe_load((ROOT / POWERED / "dvc.yaml").read_text())["stages"]
+    assert written == powered_stages()
+
+
+if __name__ == "__main__":
+    header = (
+        '# The powered study (README, "The powered study"): the demo\'s stages (dvc.yaml), run\n'
+        f"# from the repository root on {POWERED}/params.yaml, writing under {POWERED}/.\n"
+        "# Written by `python -m tests.test_architecture` from dvc.yaml; do not edit.\n"
+    )
+    text = yaml.safe_dump({"stages": powered_stages()}, sort_keys=False, width=100)
+    (ROOT / POWERED / "dvc.yaml").write_text(header + text)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from otpc.cli import main as otpc_main
 from stages.couple import main as couple_main
 from stages.sample import main as sample_main
-from tests.project import ROOT
+from tests.project import RATING_BINS, ROOT
 
 CSV = ROOT / "data/cxc/readme_examples.csv"
 
@@ -23,7 +23,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copy(CSV, tmp_path / "pairs.csv")
-    edit_params(tmp_path / "params.yaml", data={"source": "csv", "path": "pairs.csv"})
+    edit_params(
+        tmp_path / "params.yaml", data={"source": "csv", "path": "pairs.csv", "bins": RATING_BINS}
+    )
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -3,8 +3,9 @@
 Two clones of the project as git has it. In the first, `make repro` (with this environment's
 virtualenv, so it does not install again) runs the whole demo, logs exactly one complete
 MLflow run and leaves `git status` clean: every output hashes as the committed dvc.lock says.
-A second `dvc repro` there runs and logs nothing. The second clone runs `dvc repro` as
-another machine would: other thread count, other MKL, oneDNN and NumPy instruction sets. Its
+A second `dvc repro dvc.yaml` there runs and logs nothing. The second clone runs `dvc repro
+dvc.yaml` (the demo's pipeline; the powered study's is powered/dvc.yaml) as another machine
+would: other thread count, other MKL, oneDNN and NumPy instruction sets. Its
 outputs are the same bytes.
 """
 
@@ -84,7 +85,7 @@ def clones(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     assert up_to_date.returncode == 0, "make would install again into this test's virtualenv"
     made = run(["make", "repro", f"VENV={venv}"], first, env=clean_env(), timeout=1800)
     second = fresh_clone(base / "second")
-    run(["dvc", "repro"], second, env=clean_env() | OTHER_MACHINE, timeout=1800)
+    run(["dvc", "repro", "dvc.yaml"], second, env=clean_env() | OTHER_MACHINE, timeout=1800)
     return first, second, made.stdout
 
 
@@ -110,7 +111,7 @@ def test_make_repro_logs_exactly_one_complete_run(clones, tmp_path: Path) -> Non
 
 def test_second_repro_runs_and_logs_nothing(clones) -> None:
     first, _, _ = clones
-    proc = run(["dvc", "repro"], first, env=clean_env())
+    proc = run(["dvc", "repro", "dvc.yaml"], first, env=clean_env())
     assert ran_stages(proc.stdout) == []
     assert len(runs(f"sqlite:///{first / 'mlflow.db'}")) == 1
     assert status(first) == ""

@@ -31,7 +31,7 @@ from otpc.models import LoadedModel, ModelSpec, load_pipeline
 from otpc.params import RenderSettings
 from otpc.render import Renderer, scheduler_draws_noise
 from otpc.tiny import tiny_model_dir
-from tests.project import ROOT
+from tests.project import RATING_BINS, ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -174,7 +174,7 @@ def use_model(workdir: Path, folder: Path) -> None:
     """Point the params' model.name at ``folder``."""
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["model"]["name"] = str(folder)
-    params["data"] |= {"source": "csv", "path": "pairs.csv"}
+    params["data"] |= {"source": "csv", "path": "pairs.csv", "bins": RATING_BINS}
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
 
 

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from otpc.tracking import summary_metrics
-from tests.project import ROOT, make_project, run, set_params
+from tests.project import RATING_BINS, ROOT, make_project, run, set_params
 
 pytestmark = pytest.mark.slow
 GROUPS = ["[0,1)", "[1,2)", "[2,3)", "[3,4)", "[4,5]"]
@@ -39,8 +39,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = make_project(
         tmp_path_factory.mktemp("stats") / "study",
         {
-            "data": {"source": "csv", "path": "pairs.csv", "n_per_group": 2},
+            "data": {"source": "csv", "path": "pairs.csv", "n_per_group": 2, "bins": RATING_BINS},
             "couple": {"methods": METHODS},
+            "score": {"robustness": [{"min_size": 128}, {"frames": 2}]},
         },
     )
     (path / "pairs.csv").write_text(CSV)
@@ -49,7 +50,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_each_path_has_its_three_measures(project: Path) -> None:
-    scores = pl.read_parquet(project / "outputs/scores.parquet")
+    every = pl.read_parquet(project / "outputs/scores.parquet")
+    assert sorted(every["variant"].unique().to_list()) == ["frames=2", "min_size=128", "primary"]
+    ends = every.filter(pl.col("variant") == "frames=2")  # a path of its two end frames
+    assert (ends["frames"] == 2).all() and ends["ppl"].to_list() == ends["end_lpips"].to_list()
+    scores = every.filter(pl.col("variant") == "primary")
     for row in scores.iter_rows(named=True):
         steps = np.array(row["steps"])
         assert row["frames"] == len(steps) + 1 == 3
@@ -72,7 +77,9 @@ def test_degenerate_pairs_are_flagged_counted_and_left_out(project: Path) -> Non
     still = scores.filter(pl.col("method").is_in(["clip", "ot", "ot_blocks"]))
     assert (still["ppl"] == 0).all() and (still["length"] == 0).all()
     s = summary(project)
-    assert s["pairs"] == {"sampled": 6, "degenerate": 1, "degenerate_dropped": True}
+    counts = {k: s["pairs"][k] for k in ("sampled", "degenerate", "perceptually_degenerate")}
+    assert counts == {"sampled": 6, "degenerate": 1, "perceptually_degenerate": 0}
+    assert s["pairs"]["analysed"] == 5 and s["pairs"]["degenerate_dropped"]
     assert s["n_pairs"] == 5 and s["methods"]["clip"]["all"]["n"] == 5
     set_params(project, {"aggregate": {"drop_degenerate": False}})
     try:
@@ -92,8 +99,11 @@ def test_sinkhorn_is_described_but_never_compared(project: Path) -> None:
     s = summary(project)
     assert set(s["methods"]) == set(METHODS)
     assert set(s["not_compared"]) == {"sinkhorn"}
-    expected = {f"ot_vs_{m}" for m in METHODS if m not in ("ot", "sinkhorn")}
-    assert set(s["paired"]) == set(s["trend"]) == expected
+    others = [m for m in METHODS if m not in ("ot", "sinkhorn")]
+    assert set(s["paired"]) == {f"ot_vs_{m}" for m in others}
+    tests = {f"ot_vs_{m}/ppl" for m in others} | {"ot_vs_clip/length"}
+    assert set(s["preregistered"]["tests"]) == tests
+    assert set(s["robustness"]) == tests | {"trend/ot_vs_clip/ppl"}
     table = pl.read_csv(project / "metrics/ppl_by_group.csv")
     assert "sinkhorn" not in table["method"].to_list()
 
@@ -109,15 +119,13 @@ def test_every_statistic_is_in_the_summary_and_the_mlflow_metrics(project: Path)
     assert everything["n"] == 5
     assert everything["log_ratio_ci_low"] <= everything["median_log_ratio"]
     assert everything["median_log_ratio"] <= everything["log_ratio_ci_high"]
-    assert set(s["trend"]["ot_vs_random"]) == {
-        "n",
-        "rho",
-        "rho_ci_low",
-        "rho_ci_high",
-        "rho_p",
-        "jt_z",
-        "jt_p",
-    }
+    primary = s["preregistered"]["tests"]["ot_vs_clip/ppl"]
+    assert primary["ci_low"] <= primary["median_log_ratio"] <= primary["ci_high"]
+    assert primary["superiority_method"] in ("exact", "undefined")  # 5 pairs: enumerated
+    assert primary["verdict"] in ("inconclusive", "OT smoother", "OT rougher")
+    for verdicts in s["robustness"].values():
+        assert set(verdicts) == {"primary", "min_size=128", "frames=2", "survives"}
+    assert set(s["k_scaling"]) == {"K=3", "K=2"}
     assert s["below_cost_line"]["all"]["n"] == 5
     assert set(s["tokens"]) == set(METHODS) - {"sinkhorn"}
     for method in ("clip", "random_bos", "random_blocks", "ot_blocks"):
@@ -126,6 +134,9 @@ def test_every_statistic_is_in_the_summary_and_the_mlflow_metrics(project: Path)
         s["tokens"]["random_blocks"]["real_to_pad_mean"]
         <= s["tokens"]["random_bos"]["real_to_pad_mean"]
     )
+    assert s["tokens"]["clip"]["rows_moved_tokens_mean"] == 0
+    assert s["tokens"]["clip"]["rows_moved_padding_mean"] == 0
+    assert s["tokens"]["random"]["rows_moved_padding_mean"] > 0
     assert s["composition"]["all"]["n"] == 5  # the analysed pairs
     assert s["composition"]["all"]["c2c_isim_share"] is None
     for stat in ("ppl", "ppl_norm", "length", "max_step", "cost"):
@@ -135,7 +146,9 @@ def test_every_statistic_is_in_the_summary_and_the_mlflow_metrics(project: Path)
         "ppl_mean/ot/all",
         "length_median/clip/4-5",
         "ot_vs_clip/holm_p/all",
-        "trend/ot_vs_random/jt_p",
+        "preregistered/ot_vs_random/ppl/superiority_holm_p",
+        "preregistered/trend/ot_vs_clip/ppl/holm_p",
+        "k_scaling/K-3/ot/max_step",
         "below_cost_line/share_below/all",
         "tokens/real_to_pad_mean/random",
         "composition/tokens_mean/all",
@@ -144,6 +157,7 @@ def test_every_statistic_is_in_the_summary_and_the_mlflow_metrics(project: Path)
     ):
         assert key in metrics, key
     assert (project / "metrics/fig_effect_trend.png").stat().st_size > 0
+    assert s["truth"] == {}  # CSV prompts: no detector
 
 
 def test_strata_of_cxc_pairs(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -161,7 +175,12 @@ def test_strata_of_cxc_pairs(tmp_path_factory: pytest.TempPathFactory) -> None:
     path = make_project(
         tmp_path_factory.mktemp("strata") / "study",
         {
-            "data": {"source": "cxc", "captions": "captions.json", "n_per_group": 2},
+            "data": {
+                "source": "cxc",
+                "captions": "captions.json",
+                "n_per_group": 2,
+                "bins": RATING_BINS,
+            },
             "aggregate": {"stratify_by": "sampling_method"},
         },
     )

@@ -96,6 +96,10 @@ def test_token_structure_of_known_permutations() -> None:
     swapped[[3, 5]] = [5, 3]  # A's end token to B's end token
     s = token_structure(a, b, swapped, clip_blocks(tokens, N))
     assert not s["bos_fixed"] and s["eos_to_eos"] and s["real_to_pad"] == 1
+    # rows 0, 1, 2, 3 of A (its tokens) and 5, 7 (padding) go elsewhere than their own row
+    assert s["rows_moved_tokens"] == 4 and s["rows_moved_padding"] == 2
+    same = token_structure(a, b, identity, clip_blocks(tokens, N))
+    assert same["rows_moved_tokens"] == same["rows_moved_padding"] == 0
     assert (
         token_structure(a, a, identity, clip_blocks(tokens, N))["real_cost_share"] is None
     )  # cost 0

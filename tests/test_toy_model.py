@@ -20,12 +20,13 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from otpc.cli import main
 from otpc.embeddings import encode
 from otpc.models import describe
-from otpc.params import RenderSettings
+from otpc.params import TOY_DRAWN, RenderSettings, load_params
 from otpc.render import FrameJob, Renderer
 from otpc.toy import MODEL_DIR, world
 from otpc.toy.detector import detect
 from otpc.toy.pairs import ATTRIBUTES, FULL_TEMPLATES, shared, toy_pairs
 from otpc.toy.train import LOSS_LOG, RECORD, code_version
+from tests.project import ROOT
 
 
 def test_the_toy_folder_is_stable_diffusion_1_shaped_and_loads_with_the_standard_loader(
@@ -79,16 +80,38 @@ def test_the_toy_model_draws_what_held_out_captions_say(toy) -> None:
     assert colour >= 8 and size >= 9, (colour, size)
 
 
-def test_toy_pairs_share_as_many_attributes_as_their_score_says() -> None:
-    pairs = toy_pairs(6, 3)
-    assert pairs.equals(toy_pairs(6, 3)) and not pairs.equals(toy_pairs(6, 4))
-    assert sorted(pairs["score"].to_list()) == sorted(float(s) for s in range(5) for _ in range(6))
+@pytest.mark.parametrize("counted", [ATTRIBUTES, ("shape", "colour", "size"), ("background",)])
+def test_toy_pairs_share_as_many_counted_attributes_as_their_score_says_and_all_others(
+    counted: tuple[str, ...],
+) -> None:
+    pairs = toy_pairs(6, 3, counted)
+    assert pairs.equals(toy_pairs(6, 3, counted)) and not pairs.equals(toy_pairs(6, 4, counted))
+    scores = sorted(float(s) for s in range(len(counted)) for _ in range(6))
+    assert sorted(pairs["score"].to_list()) == scores
     assert pairs["pair_id"].n_unique() == len(pairs)
     said = {world.caption(s): s for s in _every_full_caption()}
     for row in pairs.iter_rows(named=True):
         a, b = said[row["prompt_a"]], said[row["prompt_b"]]
-        assert shared(a, b) == row["score"] < len(ATTRIBUTES)
+        assert shared(a, b, counted) == row["score"] < len(counted)
+        others = [n for n in ATTRIBUTES if n not in counted]
+        assert shared(a, b, others) == len(others)  # what the score does not count is shared
         assert not a.held_out and not b.held_out
+
+
+def test_the_attributes_a_study_counts_are_those_the_model_draws() -> None:
+    """``data.toy_attributes``' default and the demo's are the attributes whose held-out
+    accuracy (the model's record) is above chance by its Wilson interval."""
+    quality = json.loads((MODEL_DIR / RECORD).read_text())["quality"]["all held-out"]
+    choices = {
+        "shape": world.SHAPES,
+        "colour": world.COLOURS,
+        "size": world.SIZES,
+        "position": world.POSITION_PHRASES,
+        "background": world.BACKGROUNDS,
+    }
+    drawn = [a for a in ATTRIBUTES if quality[a]["low"] > 1 / len(choices[a])]
+    assert list(TOY_DRAWN) == drawn
+    assert load_params(ROOT / "params.yaml").data.toy_attributes == drawn
 
 
 def _every_full_caption() -> list[world.Scene]:

@@ -18,7 +18,8 @@ GROUP_CSV = "ppl_by_group.csv"
 FIG_PPL = "fig_ppl_cost.png"
 FIG_STRIPS = "fig_strips.png"
 FIG_TREND = "fig_effect_trend.png"
-RESULT_FILES = (SUMMARY, HEADLINE, GROUP_CSV, FIG_PPL, FIG_TREND, FIG_STRIPS)  # in METRICS
+FIG_TRUTH = "fig_truth.png"
+RESULT_FILES = (SUMMARY, HEADLINE, GROUP_CSV, FIG_PPL, FIG_TREND, FIG_TRUTH, FIG_STRIPS)
 
 # Under the project root (DVC_ROOT under `dvc exp run --temp`), shared by all experiments.
 SCORE_CACHE = Path(".otpc_cache/scores")

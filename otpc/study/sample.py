@@ -16,7 +16,7 @@ def load_source(data: DataParams) -> tuple[pl.DataFrame, str]:
     if data.source == "toy":
         from otpc.toy.pairs import toy_pairs
 
-        return toy_pairs(data.n_per_group, data.seed), "the toy world"
+        return toy_pairs(per_group(data), data.seed, data.toy_attributes), "the toy world"
     if data.source == "cxc":
         from otpc.cxc import read_cxc_pairs  # only CxC studies read the captions file
 
@@ -29,4 +29,9 @@ def load_source(data: DataParams) -> tuple[pl.DataFrame, str]:
 def sample(data: DataParams, out: Path) -> pl.DataFrame:
     """Draw the study's pairs and write them to ``out`` (the pairs table)."""
     pairs, name = load_source(data)
-    return PAIRS.write(sample_groups(pairs, data.bins, data.n_per_group, data.seed, name), out)
+    return PAIRS.write(sample_groups(pairs, data.bins, per_group(data), data.seed, name), out)
+
+
+def per_group(data: DataParams) -> int:
+    """Candidates drawn per group: the pairs analysed and their spares."""
+    return data.n_per_group + data.spare_per_group

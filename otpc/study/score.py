@@ -1,4 +1,6 @@
-"""Step 5: LPIPS between consecutive frames; per path its smoothness (``PathLength``).
+"""Step 5: LPIPS between consecutive frames; per path its smoothness (``PathLength``), under
+the primary scoring and each robustness variant (``score.robustness``: another K, net or
+size, on the same rendered frames), and the LPIPS distance of its two end frames.
 
 Each path's distances are cached under a hash of the metric and of its frame files' bytes:
 a score is reused only for exactly the images it was computed on, and a killed run resumes
@@ -21,12 +23,13 @@ from tqdm.auto import tqdm
 from otpc import png
 from otpc.atomic import write_json
 from otpc.models import pick_device
-from otpc.params import RayParams, ScoreParams
+from otpc.params import PRIMARY, RayParams, ScoreParams
 from otpc.perceptual import PathLength, load_lpips, path_length, step_distances
 from otpc.study.layout import INDEX, SCORE_CACHE
 from otpc.tables import COUPLINGS, FRAMES, PAIRS, SCORES
 
 log = logging.getLogger(__name__)
+ENDS = "#ends"  # a path's two end frames, scored as a path of their own
 
 
 def _cached_steps(path: Path, expected: int) -> list[float] | None:
@@ -86,21 +89,23 @@ class PathScorer:
         return path_id, step_distances(self.metric, frames, p.min_size, p.batch_size).tolist()
 
 
-def score_paths(
-    render_dir: Path,
-    pairs_path: Path,
-    couplings_path: Path,
+def _stride(params: ScoreParams, rendered: int) -> int:
+    """Every how many rendered frames a scored path takes one (``score.frames``)."""
+    return 1 if params.frames is None else (rendered - 1) // (params.frames - 1)
+
+
+def _measure_paths(
     params: ScoreParams,
-    out: Path,
-    cache_dir: Path = SCORE_CACHE,
-    device: str = "cpu",
-    ray: RayParams | None = None,
-) -> tuple[pl.DataFrame, int]:
-    """Score every rendered path not in the score cache (here on ``device``, or with
-    ``score.backend: ray`` on the cluster ``ray`` names, each worker on its own best device
-    for ``device``); write the scores table (one row per path) to ``out``. Returns it and
-    how many paths were scored (the others came from the cache)."""
-    index = FRAMES.read(render_dir / INDEX)
+    device: str,
+    ray: RayParams | None,
+    paths: dict[str, list[Path]],
+    cache_dir: Path,
+    desc: str,
+) -> tuple[dict[str, list[float]], str, list[str]]:
+    """The LPIPS steps of each path of ``paths`` (path id -> its frame files, in order) under
+    ``params``, from the score cache or computed (here, or on the Ray cluster ``ray``
+    names), once per distinct content; returns them, the metric's tag and the paths whose
+    steps were computed (the others came from the cache or share one's content)."""
     if params.backend == "ray":
         from otpc.ray_pool import Workers, agreed, same_device
 
@@ -112,59 +117,101 @@ def score_paths(
         scorer = PathScorer(params, device)
         tag, cache_id, _ = scorer.about()
         measure = partial(map, scorer.steps)
+    entry = {path_id: _entry(cache_dir, cache_id, _read(files)) for path_id, files in paths.items()}
+    found: dict[str, list[float]] = {}
+    for path_id, files in paths.items():
+        steps = _cached_steps(entry[path_id], len(files) - 1)
+        if steps is not None:
+            found[path_id] = steps
+    todo: dict[Path, str] = {}  # one per distinct content (shared end frames: once a pair)
+    for path_id in paths:
+        if path_id not in found:
+            todo.setdefault(entry[path_id], path_id)
+
+    def frames_of_todo() -> Iterator[tuple[str, list[str], list[bytes]]]:
+        for path_id in todo.values():  # read as workers free up
+            yield path_id, [str(f) for f in paths[path_id]], _read(paths[path_id])
+
+    computed: dict[Path, list[float]] = {}
+    for path_id, steps in tqdm(measure(frames_of_todo()), total=len(todo), desc=desc, unit="path"):
+        computed[entry[path_id]] = steps
+        write_json(entry[path_id], {"path_id": path_id, "metric": tag, "steps": steps})
+    found |= {p: computed[entry[p]] for p in paths if p not in found}
+    return found, tag, list(todo.values())
+
+
+def score_paths(
+    render_dir: Path,
+    pairs_path: Path,
+    couplings_path: Path,
+    params: ScoreParams,
+    out: Path,
+    cache_dir: Path = SCORE_CACHE,
+    device: str = "cpu",
+    ray: RayParams | None = None,
+) -> tuple[pl.DataFrame, int, int]:
+    """Score every rendered path not in the score cache (here on ``device``, or with
+    ``score.backend: ray`` on the cluster ``ray`` names, each worker on its own best device
+    for ``device``), under the primary scoring and each robustness variant, with the LPIPS
+    distance of its two end frames (primary scoring); write the scores table (one row per
+    path and variant) to ``out``. Returns it, how many paths were scored, and of how many
+    (paths times scorings; the others came from the cache or share a scored path's frames)."""
+    index = FRAMES.read(render_dir / INDEX)
     files = {
         path_id: [render_dir / f for f in group["file"].to_list()]
         for (path_id,), group in index.sort("path_id", "k").group_by("path_id", maintain_order=True)
     }
-    found: dict[str, list[float]] = {}
-    for path_id, paths in files.items():
-        steps = _cached_steps(_entry(cache_dir, cache_id, _read(paths)), len(paths) - 1)
-        if steps is not None:
-            found[path_id] = steps
-    todo = [path_id for path_id in files if path_id not in found]
-    entries: dict[str, Path] = {}
-
-    def frames_of_todo() -> Iterator[tuple[str, list[str], list[bytes]]]:
-        for path_id in todo:  # read as workers free up; cached under the bytes scored
-            blobs = _read(files[path_id])
-            entries[path_id] = _entry(cache_dir, cache_id, blobs)
-            yield path_id, [str(f) for f in files[path_id]], blobs
-
-    for path_id, steps in tqdm(
-        measure(frames_of_todo()), total=len(todo), desc=f"score ({params.backend})", unit="path"
-    ):
-        found[path_id] = steps
-        write_json(entries.pop(path_id), {"path_id": path_id, "metric": tag, "steps": steps})
-    rows = [
-        {
-            "path_id": path_id,
-            **path_length(np.asarray(found[path_id]))._asdict(),
-            "frames": len(paths),
-            "steps": found[path_id],
-        }
-        for path_id, paths in files.items()
-    ]
-    scores = pl.DataFrame(
-        rows,
-        schema={
-            "path_id": pl.String,
-            **dict.fromkeys(PathLength._fields, pl.Float64),
-            "frames": pl.Int32,
-            "steps": pl.List(pl.Float64),
-        },
-    )
+    rendered = len(next(iter(files.values())))
+    parts, scored, measured = [], 0, 0
+    for i, variant in enumerate(params.variants()):
+        stride = _stride(variant, rendered)
+        name = PRIMARY if i == 0 else params.robustness[i - 1].name()
+        subpaths = {path_id: paths[::stride] for path_id, paths in files.items()}
+        if i == 0:  # a pair's end frames, as a path of two
+            subpaths |= {f"{path_id}{ENDS}": [p[0], p[-1]] for path_id, p in files.items()}
+        found, tag, computed = _measure_paths(
+            variant, device, ray, subpaths, cache_dir, f"score {name} ({variant.backend})"
+        )
+        scored += sum(not p.endswith(ENDS) for p in computed)
+        measured += len(files)
+        if i == 0:
+            ends = {path_id: found[f"{path_id}{ENDS}"][0] for path_id in files}
+        parts.append(
+            pl.DataFrame(
+                [
+                    {
+                        "path_id": path_id,
+                        **path_length(np.asarray(found[path_id]))._asdict(),
+                        "frames": len(subpaths[path_id]),
+                        "steps": found[path_id],
+                        "end_lpips": ends[path_id],
+                        "variant": name,
+                        "metric": tag,
+                    }
+                    for path_id in files
+                ],
+                schema={
+                    "path_id": pl.String,
+                    **dict.fromkeys(PathLength._fields, pl.Float64),
+                    "frames": pl.Int32,
+                    "steps": pl.List(pl.Float64),
+                    "end_lpips": pl.Float64,
+                    "variant": pl.String,
+                    "metric": pl.String,
+                },
+            )
+        )
     couplings = COUPLINGS.read(couplings_path).select(
         "path_id", "pair_id", "method", "replicate", "path_kind", "cost", "degenerate"
     )
-    pairs = PAIRS.read(pairs_path).select("pair_id", "score", "group")
+    pairs = PAIRS.read(pairs_path).select("pair_id", "score", "group", "rank")
     table = (
-        couplings.join(scores, on="path_id", how="inner")
+        couplings.join(pl.concat(parts), on="path_id", how="inner")
         .join(pairs, on="pair_id")
         .with_columns(
-            pl.lit(tag).alias("metric"),
             pl.lit(bool(index["random_weights"][0])).alias("random_weights"),
             pl.lit(index["model"][0]).alias("model"),
         )
-        .sort("pair_id", "method", "replicate")
+        .sort("variant", "pair_id", "method", "replicate")
     )
-    return SCORES.write(table, out), len(todo)
+    return SCORES.write(table, out), scored, measured

@@ -1,23 +1,27 @@
-"""Prompt pairs from the toy world, scored by how many attributes their scenes share.
+"""Prompt pairs from the toy world, scored by how many drawn attributes their scenes share.
 
-A pair's score is the number of the five attributes (shape, colour, size, position,
-background) that its two scenes have in common: 0 to 4 (two scenes that share all five are
-one scene said twice, a question of phrasing, and are not drawn). It plays the part of
-CxC's 0-5 similarity rating, so the study's ``data.bins`` [0, 1, 2, 3, 4, 5] make one group
-per score. Both captions use training templates that name all five attributes, so the
-score is what the words say, and no held-out combination appears.
+Of the five attributes (shape, colour, size, position, background), a study counts those
+the model draws (``data.toy_attributes``): a pair's two scenes may differ only in them, and
+share every other one, so every difference the words make is one the images can show. Its
+score is the number of counted attributes the scenes have in common, 0 to n - 1 (scenes that
+share all of them are one scene said twice, a question of phrasing, and are not drawn); it
+plays the part of CxC's similarity rating, and ``data.bins`` [0, 1, ..., n] make one group
+per score. Both captions use training templates that name all five attributes, so the score
+is what the words say, and no held-out combination appears.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 
 from otpc.pairs import pair_id_for
+from otpc.params import TOY_ATTRIBUTES
 from otpc.toy import world
 
-ATTRIBUTES = ("shape", "colour", "size", "position", "background")
-SCORES = range(len(ATTRIBUTES))  # 0 .. 4 shared attributes
+ATTRIBUTES = TOY_ATTRIBUTES
 # Training templates that state every attribute (the others leave the background unsaid).
 FULL_TEMPLATES = tuple(
     i
@@ -33,9 +37,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def shared(a: world.Scene, b: world.Scene) -> int:
-    """How many of the five attributes scenes ``a`` and ``b`` have in common."""
-    return sum(getattr(a, name) == getattr(b, name) for name in ATTRIBUTES)
+def shared(a: world.Scene, b: world.Scene, counted: Sequence[str] = ATTRIBUTES) -> int:
+    """How many of the ``counted`` attributes scenes ``a`` and ``b`` have in common."""
+    return sum(getattr(a, name) == getattr(b, name) for name in counted)
 
 
 def _scene(rng: np.random.Generator, values: dict[str, str]) -> world.Scene:
@@ -53,11 +57,14 @@ def _scene(rng: np.random.Generator, values: dict[str, str]) -> world.Scene:
     )
 
 
-def _pair(rng: np.random.Generator, score: int) -> tuple[world.Scene, world.Scene]:
-    """Two scenes sharing exactly ``score`` attributes: A at random, B keeping ``score`` of
-    A's attributes and changing the others."""
+def _pair(
+    rng: np.random.Generator, score: int, counted: Sequence[str]
+) -> tuple[world.Scene, world.Scene]:
+    """Two scenes sharing exactly ``score`` of the ``counted`` attributes and every other
+    one: A at random, B keeping ``score`` of A's counted attributes and changing the rest."""
     a_values = {name: str(rng.choice(options)) for name, options in _CHOICES.items()}
-    kept = set(rng.choice(ATTRIBUTES, size=score, replace=False).tolist())
+    kept = set(rng.choice(counted, size=score, replace=False).tolist())
+    kept |= set(ATTRIBUTES) - set(counted)
     b_values = {
         name: value if name in kept else str(rng.choice([o for o in _CHOICES[name] if o != value]))
         for name, value in a_values.items()
@@ -65,26 +72,26 @@ def _pair(rng: np.random.Generator, score: int) -> tuple[world.Scene, world.Scen
     return _scene(rng, a_values), _scene(rng, b_values)
 
 
-def toy_pairs(per_score: int, seed: int) -> pl.DataFrame:
-    """``per_score`` distinct pairs for each score 0-4, drawn from ``seed``: ``pair_id``,
-    ``prompt_a``, ``prompt_b``, ``score`` and a null ``sampling_method``."""
+def toy_pairs(per_score: int, seed: int, counted: Sequence[str] = ATTRIBUTES) -> pl.DataFrame:
+    """``per_score`` distinct pairs for each score 0 .. len(counted) - 1, drawn from
+    ``seed``: ``pair_id``, ``prompt_a``, ``prompt_b``, ``score`` and a null
+    ``sampling_method``."""
     rows: dict[str, dict[str, object]] = {}
-    for score in SCORES:
+    for score in range(len(counted)):
         rng = np.random.default_rng([seed, score])
         found = 0
         while found < per_score:
-            a, b = _pair(rng, score)
+            a, b = _pair(rng, score, counted)
             if any((s.colour, s.shape) in world.HELD_OUT_COMBOS for s in (a, b)):
                 continue
             text_a, text_b = world.caption(a), world.caption(b)
             pid = pair_id_for(text_a, text_b)
             if pid not in rows:
-                score_ab = float(shared(a, b))
                 rows[pid] = {
                     "pair_id": pid,
                     "prompt_a": text_a,
                     "prompt_b": text_b,
-                    "score": score_ab,
+                    "score": float(shared(a, b, counted)),
                 }
                 found += 1
     return pl.DataFrame(list(rows.values())).with_columns(
