@@ -110,19 +110,25 @@ def enlarge(frames: np.ndarray, min_size: int) -> np.ndarray:
     return frames.repeat(factor, axis=1).repeat(factor, axis=2) if factor > 1 else frames
 
 
+def pair_distances(
+    metric: Lpips, first: np.ndarray, second: np.ndarray, min_size: int, batch_size: int = 64
+) -> np.ndarray:
+    """LPIPS(first[i], second[i]) for frames (N, H, W, 3) uint8 (``enlarge``d to
+    ``min_size``), ``batch_size`` pairs at a time, rounded to float32 precision (returned as
+    float64): the last bits of the computation vary between machines and batches."""
+    x, y = (to_lpips_input(enlarge(f, min_size)) for f in (first, second))
+    out = [
+        metric.distance(x[i : i + batch_size], y[i : i + batch_size])
+        for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(out).numpy().astype(np.float32).astype(np.float64)
+
+
 def step_distances(
     metric: Lpips, frames: np.ndarray, min_size: int, batch_size: int = 64
 ) -> np.ndarray:
-    """d_k = LPIPS(I_k, I_{k+1}) for frames (K, H, W, 3) uint8 (``enlarge``d to ``min_size``),
-    rounded to float32 precision (returned as float64): the last bits of the computation vary
-    between machines."""
-    x = to_lpips_input(enlarge(frames, min_size))
-    first, second = x[:-1], x[1:]
-    out = [
-        metric.distance(first[i : i + batch_size], second[i : i + batch_size])
-        for i in range(0, len(first), batch_size)
-    ]
-    return torch.cat(out).numpy().astype(np.float32).astype(np.float64)
+    """d_k = LPIPS(I_k, I_{k+1}) for frames (K, H, W, 3) uint8 (``pair_distances``)."""
+    return pair_distances(metric, frames[:-1], frames[1:], min_size, batch_size)
 
 
 class PathLength(NamedTuple):

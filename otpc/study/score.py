@@ -24,11 +24,12 @@ from otpc import png
 from otpc.atomic import write_json
 from otpc.models import pick_device
 from otpc.params import PRIMARY, RayParams, ScoreParams
-from otpc.perceptual import PathLength, load_lpips, path_length, step_distances
+from otpc.perceptual import PathLength, load_lpips, pair_distances, path_length
 from otpc.study.layout import INDEX, SCORE_CACHE
 from otpc.tables import COUPLINGS, FRAMES, PAIRS, SCORES
 
 log = logging.getLogger(__name__)
+PathFrames = tuple[str, list[str], list[bytes]]  # path id, its frame files' names and bytes
 ENDS = "#ends"  # a path's two end frames, scored as a path of their own
 
 
@@ -78,15 +79,32 @@ class PathScorer:
         metric = self.metric
         return metric.tag, metric.cache_id(self.params.min_size), metric.device.type
 
-    def steps(self, path: tuple[str, list[str], list[bytes]]) -> tuple[str, list[float]]:
-        """(path id, its LPIPS steps) for (path id, its frame files' names and bytes, in
-        order); a damaged file is an error naming it."""
-        path_id, names, blobs = path
-        frames = np.stack(
-            [png.decode(blob, name)[0] for name, blob in zip(names, blobs, strict=True)]
-        )
+    def steps(self, paths: list[PathFrames]) -> list[tuple[str, list[float]]]:
+        """(path id, its LPIPS steps) for each (path id, its frame files' names and bytes, in
+        order): every consecutive pair of the paths measured together, ``batch_size`` at a
+        time; a damaged file is an error naming it."""
+        frames = [
+            np.stack([png.decode(blob, name)[0] for name, blob in zip(names, blobs, strict=True)])
+            for _, names, blobs in paths
+        ]
         p = self.params
-        return path_id, step_distances(self.metric, frames, p.min_size, p.batch_size).tolist()
+        first = np.concatenate([f[:-1] for f in frames])
+        second = np.concatenate([f[1:] for f in frames])
+        d = pair_distances(self.metric, first, second, p.min_size, p.batch_size).tolist()
+        ends = np.cumsum([0] + [len(f) - 1 for f in frames])
+        return [(path_id, d[ends[i] : ends[i + 1]]) for i, (path_id, _, _) in enumerate(paths)]
+
+
+def _chunks(paths: Iterator[PathFrames], steps: int) -> Iterator[list[PathFrames]]:
+    """Consecutive paths in lists of at most ``steps`` LPIPS steps (a longer path alone)."""
+    chunk: list[PathFrames] = []
+    for path in paths:
+        if chunk and sum(len(p[1]) - 1 for p in chunk) + len(path[1]) - 1 > steps:
+            yield chunk
+            chunk = []
+        chunk.append(path)
+    if chunk:
+        yield chunk
 
 
 def _stride(params: ScoreParams, rendered: int) -> int:
@@ -128,14 +146,17 @@ def _measure_paths(
         if path_id not in found:
             todo.setdefault(entry[path_id], path_id)
 
-    def frames_of_todo() -> Iterator[tuple[str, list[str], list[bytes]]]:
+    def frames_of_todo() -> Iterator[PathFrames]:
         for path_id in todo.values():  # read as workers free up
             yield path_id, [str(f) for f in paths[path_id]], _read(paths[path_id])
 
     computed: dict[Path, list[float]] = {}
-    for path_id, steps in tqdm(measure(frames_of_todo()), total=len(todo), desc=desc, unit="path"):
-        computed[entry[path_id]] = steps
-        write_json(entry[path_id], {"path_id": path_id, "metric": tag, "steps": steps})
+    with tqdm(total=len(todo), desc=desc, unit="path") as bar:
+        for done in measure(_chunks(frames_of_todo(), params.batch_size)):
+            for path_id, steps in done:
+                computed[entry[path_id]] = steps
+                write_json(entry[path_id], {"path_id": path_id, "metric": tag, "steps": steps})
+            bar.update(len(done))
     found |= {p: computed[entry[p]] for p in paths if p not in found}
     return found, tag, list(todo.values())
 
