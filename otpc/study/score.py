@@ -1,14 +1,15 @@
 """Step 5: LPIPS between consecutive frames; per path its smoothness (``PathLength``).
 
-Each path's distances are cached under a hash of the metric and of its frame files' bytes:
+Each path's distances are cached under a key hashing the metric and its frame files' bytes:
 a score is reused only for exactly the images it was computed on, and a killed run resumes
-where it stopped.
+where it stopped. An entry records its key, the metric and the path with the distances, and
+a digest of all of it (``otpc.sealed``): an entry that was edited, damaged or copied over
+another is reported once, removed and scored again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from functools import partial
@@ -19,46 +20,48 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from otpc import png
-from otpc.atomic import write_json
+from otpc.errors import InputError
 from otpc.models import pick_device
 from otpc.params import RayParams, ScoreParams
 from otpc.perceptual import PathLength, load_lpips, path_length, step_distances
+from otpc.sealed import read_sealed, write_sealed
 from otpc.study.layout import INDEX, SCORE_CACHE
 from otpc.tables import COUPLINGS, FRAMES, PAIRS, SCORES
 
 log = logging.getLogger(__name__)
+ENTRY_FORMAT = "2"  # part of every key: entries of an older layout are not looked up
 
 
-def _cached_steps(path: Path, expected: int) -> list[float] | None:
-    """A path's cached LPIPS steps; a damaged entry is reported and scored again."""
+def _cached_steps(entry: Path, key: str, path_id: str) -> list[float] | None:
+    """The LPIPS steps cached in ``entry`` for the frames and metric ``key`` names; None if
+    there are none, or if the entry fails its checks (reported, naming the path and the file,
+    and removed: the path is scored again)."""
     try:
-        steps = json.loads(path.read_text())["steps"]
+        return read_sealed(entry, {"key": key})["steps"]
     except FileNotFoundError:
         return None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        log.warning("corrupt score cache entry %s (%s), scoring it again", path, err)
+    except InputError as err:
+        log.warning("bad score cache entry for path %s, scoring it again: %s", path_id, err)
+        entry.unlink(missing_ok=True)
         return None
-    if len(steps) != expected:
-        log.warning(
-            "score cache entry %s has %d steps, expected %d; scoring it again",
-            path,
-            len(steps),
-            expected,
-        )
-        return None
-    return steps
 
 
 def _read(files: list[Path]) -> list[bytes]:
     return [f.read_bytes() for f in files]
 
 
-def _entry(cache_dir: Path, cache_id: str, blobs: list[bytes]) -> Path:
-    """The cache file of a path's distances: a hash of the metric and of every frame file."""
-    h = hashlib.sha256(cache_id.encode())
+def _key(cache_id: str, blobs: list[bytes]) -> str:
+    """The cache key of a path's distances: a hash of the entry format, the metric and every
+    frame file."""
+    h = hashlib.sha256(f"{ENTRY_FORMAT} {cache_id}".encode())
     for blob in blobs:
         h.update(hashlib.sha256(blob).digest())
-    return cache_dir / f"{h.hexdigest()[:32]}.json"
+    return h.hexdigest()
+
+
+def _entry(cache_dir: Path, key: str) -> Path:
+    """The file of the cache entry ``key``."""
+    return cache_dir / f"{key[:32]}.json"
 
 
 class PathScorer:
@@ -118,23 +121,28 @@ def score_paths(
     }
     found: dict[str, list[float]] = {}
     for path_id, paths in files.items():
-        steps = _cached_steps(_entry(cache_dir, cache_id, _read(paths)), len(paths) - 1)
+        key = _key(cache_id, _read(paths))
+        steps = _cached_steps(_entry(cache_dir, key), key, path_id)
         if steps is not None:
             found[path_id] = steps
     todo = [path_id for path_id in files if path_id not in found]
-    entries: dict[str, Path] = {}
+    keys: dict[str, str] = {}
 
     def frames_of_todo() -> Iterator[tuple[str, list[str], list[bytes]]]:
         for path_id in todo:  # read as workers free up; cached under the bytes scored
             blobs = _read(files[path_id])
-            entries[path_id] = _entry(cache_dir, cache_id, blobs)
+            keys[path_id] = _key(cache_id, blobs)
             yield path_id, [str(f) for f in files[path_id]], blobs
 
     for path_id, steps in tqdm(
         measure(frames_of_todo()), total=len(todo), desc=f"score ({params.backend})", unit="path"
     ):
         found[path_id] = steps
-        write_json(entries.pop(path_id), {"path_id": path_id, "metric": tag, "steps": steps})
+        key = keys.pop(path_id)
+        write_sealed(
+            _entry(cache_dir, key),
+            {"key": key, "cache_id": cache_id, "metric": tag, "path_id": path_id, "steps": steps},
+        )
     rows = [
         {
             "path_id": path_id,
