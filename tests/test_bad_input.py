@@ -200,6 +200,14 @@ BAD_PARAMS = {
         setting("render", cache_dir="nosuchfs://bucket/frames"),
         "render.cache_dir = 'nosuchfs://bucket/frames': no filesystem for this URL here",
     ),
+    "an FTP cache URL whose host is unknown": (
+        setting("render", cache_dir="ftp://x/y"),
+        "render.cache_dir = 'ftp://x/y': cannot reach it",
+    ),
+    "an FTP cache URL nothing answers at": (
+        setting("render", cache_dir="ftp://127.0.0.1:1/y"),
+        "render.cache_dir = 'ftp://127.0.0.1:1/y': cannot reach it: ConnectionRefusedError",
+    ),
     "a Ray address Ray does not take": (
         lambda text: setting("ray", address="head")(setting("score", backend="ray")(text)),
         "ray.address = 'head': auto, local, host:port or ray://host:port",
