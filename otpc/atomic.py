@@ -89,7 +89,7 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 def write_json(path: str | os.PathLike[str], obj: Any, sort_keys: bool = True) -> None:
     """Atomically write ``obj`` as indented JSON (NaN becomes null), keys sorted unless
     ``sort_keys`` is false (then in ``obj``'s order)."""
-    write_text(path, json.dumps(_nan_to_none(obj), indent=2, sort_keys=sort_keys) + "\n")
+    write_text(path, json.dumps(nan_to_none(obj), indent=2, sort_keys=sort_keys) + "\n")
 
 
 def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
@@ -98,13 +98,14 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
         writer(tmp)
 
 
-def _nan_to_none(obj: Any) -> Any:
+def nan_to_none(obj: Any) -> Any:
+    """``obj`` with every NaN float (in dicts and lists, at any depth) as None."""
     if isinstance(obj, float) and obj != obj:
         return None
     if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
+        return {k: nan_to_none(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
+        return [nan_to_none(v) for v in obj]
     return obj
 
 

@@ -3,7 +3,8 @@
 The sections are what the library takes too (``ModelSpec`` tells ``otpc.models`` what to
 load, ``RenderSettings`` tells ``otpc.render`` how to render); ``params.yaml`` holds the
 study's values. ``load_params`` reports every problem at once, each with its dotted key, the
-bad value and what is allowed. The file must be UTF-8 YAML without duplicate keys. Checks
+bad value (quoted shortly) and what is allowed. The file must be UTF-8 YAML without duplicate
+keys or aliases (``*name``: a few bytes of them can stand for gigabytes). Checks
 that need ``dvc.yaml``, a registry, the model's configuration or this machine (keys stages
 depend on, coupling methods, model names, sizes, steps, device, writable caches) are in
 ``otpc.preflight``.
@@ -30,17 +31,19 @@ from pydantic import (
 from pydantic.dataclasses import dataclass as validated
 
 from otpc.errors import ParamsError
-from otpc.text import read_utf8
+from otpc.text import read_utf8, shorten
 
 LpipsNet = Literal["alex", "vgg", "squeeze"]
 LpipsBackbone = Literal["imagenet", "untrained"]
 Dtype = Literal["auto", "float64", "float32", "float16", "bfloat16"]
 DEVICE = r"auto|cpu|mps|cuda(:\d+)?"
-FRAME_CACHE = ".otpc_cache/frames"
+FRAME_CACHE = ".otpc_cache/frames"  # under the project root, shared by experiments
+VALUE_CHARS = 200  # a bad value is quoted to this many characters (a path fits)
+LISTED = 40  # problems listed in one error; the rest are counted
 TOY_ATTRIBUTES = ("shape", "colour", "size", "position", "background")  # of a toy scene
 # Those the committed toy model draws: held-out accuracy above chance (its OTPC_TOY.json;
 # a test keeps the two in agreement).
-TOY_DRAWN = ("shape", "colour", "size")  # under the project root, shared by experiments
+TOY_DRAWN = ("shape", "colour", "size")
 
 # Marks a setting that changes speed or memory, not what a frame shows: not part of a
 # frame's key, and not a parameter the render stage depends on. On the CPU in float64 it
@@ -161,7 +164,7 @@ class DataParams(_Section):
     @classmethod
     def _increasing(cls, v: list[float]) -> list[float]:
         if len(v) < 2 or any(b <= a for a, b in itertools.pairwise(v)):
-            raise ValueError(f"bins must be at least two strictly increasing edges, got {v}")
+            raise ValueError("bins must be at least two strictly increasing edges")
         return v
 
 
@@ -182,7 +185,7 @@ class CoupleParams(_Section):
     @classmethod
     def _distinct(cls, v: list[str]) -> list[str]:
         if not v or len(set(v)) != len(v):
-            raise ValueError(f"methods must be a non-empty list without repeats, got {v}")
+            raise ValueError("methods must be a non-empty list without repeats")
         return v
 
 
@@ -330,8 +333,25 @@ class Params(_Section):
     ray: RayParams = Field(default_factory=RayParams)
 
 
+class _AliasRefused(yaml.MarkedYAMLError):
+    """An alias (``*name``) in a params file, refused before it is expanded."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)
+    and any alias (``*name``), before it is expanded."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(
+                None,
+                None,
+                f"alias *{shorten(event.anchor)}: params files may not use YAML aliases "
+                "(a few bytes of them can stand for gigabytes); write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         lines: dict[object, int] = {}
@@ -341,7 +361,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(
                     None,
                     None,
-                    f"duplicate key {key!r} (first on line {lines[key]})",
+                    f"duplicate key {shorten(repr(key))} (first on line {lines[key]})",
                     key_node.start_mark,
                 )
             lines[key] = key_node.start_mark.line + 1
@@ -356,9 +376,14 @@ def read_yaml(path: Path) -> object:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ParamsError(f"{path}: {where}not valid YAML: {err.problem or err.context}") from None
+        what = err.problem or err.context
+        if not isinstance(err, _AliasRefused):
+            what = f"not valid YAML: {what}"
+        raise ParamsError(f"{path}: {where}{what}") from None
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML ({err})") from None
+    except RecursionError:
+        raise ParamsError(f"{path}: its values are nested too deeply to read") from None
 
 
 def read_params(path: Path) -> dict[str, Any]:
@@ -417,14 +442,21 @@ def design_problems(params: Params) -> list[str]:
 
 
 def problem(key: str, value: object, message: str) -> str:
-    """One line of a problem list: the dotted key, the value (None: absent) and what is wrong."""
-    return f"  {key}: {message}" if value is None else f"  {key} = {value!r}: {message}"
+    """One line of a problem list: the dotted key, the value (None: absent) and what is wrong;
+    the key and value quoted shortly, whatever the file holds."""
+    key = shorten(key)
+    if value is None:
+        return f"  {key}: {message}"
+    return f"  {key} = {shorten(repr(value), VALUE_CHARS)}: {message}"
 
 
 def raise_problems(path: Path, problems: list[str]) -> None:
-    """``ParamsError`` listing ``problems`` of the params file ``path``, if there are any."""
+    """``ParamsError`` listing ``problems`` of the params file ``path``, if there are any (the
+    first ``LISTED`` of them)."""
     if problems:
-        raise ParamsError("\n".join([f"{path}: {len(problems)} problem(s):", *problems]))
+        more = [f"  ... and {len(problems) - LISTED} more"] if len(problems) > LISTED else []
+        lines = [f"{path}: {len(problems)} problem(s):", *problems[:LISTED], *more]
+        raise ParamsError("\n".join(lines))
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

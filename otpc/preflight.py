@@ -259,13 +259,17 @@ def writable_problem(key: str, value: str, folder: Path) -> list[str]:
 
 
 def url_writable_problem(key: str, url: str) -> list[str]:
-    """The location ``url`` can be written through fsspec (an object is put and removed)."""
+    """The location ``url`` can be written through fsspec (an object is put and removed);
+    a problem naming ``key`` and ``url`` if its scheme has no filesystem here, or if it
+    cannot be reached or written."""
     import fsspec
 
     try:
         fs, root = fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as err:
         return [_problem(key, url, f"no filesystem for this URL here ({err})")]
+    except Exception as err:  # a filesystem that connects when made (ftp)  # noqa: BLE001
+        return [_problem(key, url, f"cannot reach it: {type(err).__name__}: {err}")]
     probe = f"{root.rstrip('/')}/.otpc-check-{uuid.uuid4().hex}"
     try:
         fs.pipe_file(probe, b"")

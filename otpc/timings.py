@@ -1,22 +1,25 @@
 """Where a study's time went: each stage's wall time and counts, kept for the log stage.
 
 A stage that finishes writes ``.otpc_cache/stages/<stage>.json`` under the project root
-(``{"seconds": ..., "finished": ..., "counts": {...}}``). It is not a DVC output: times differ
-from run to run, and a stage's outputs must not. The log stage records the latest record of
-every stage in the study's MLflow run (metrics ``time/<stage>_s``, ``<stage>/<count>``); a
-stage that DVC skipped (its outputs were up to date or restored) keeps the record of its
-last execution in this project, and says when that was.
+(``{"stage": ..., "seconds": ..., "finished": ..., "counts": {...}}``, with a digest of it:
+``otpc.sealed``). It is not a DVC output: times differ from run to run, and a stage's outputs
+must not. The log stage records the latest record of every stage in the study's MLflow run
+(metrics ``time/<stage>_s``, ``<stage>/<count>``); a stage that DVC skipped (its outputs were
+up to date or restored) keeps the record of its last execution in this project, and says
+when that was. A record that was edited, damaged or copied from another stage's is
+reported and removed, not logged.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from otpc.atomic import write_json
+from otpc.errors import InputError
 from otpc.project import shared_path
+from otpc.sealed import read_sealed, write_sealed
 
 RECORDS = ".otpc_cache/stages"
 log = logging.getLogger(__name__)
@@ -37,9 +40,10 @@ def record(stage: str, seconds: float, counts: dict[str, float]) -> None:
     rates = {f"{k}_per_s": v / seconds for k, v in counts.items() if seconds > 0 and v > 0}
     path = shared_path(RECORDS) / f"{stage}.json"
     try:
-        write_json(
+        write_sealed(
             path,
             {
+                "stage": stage,
                 "seconds": round(seconds, 3),
                 "finished": datetime.now(UTC).isoformat(timespec="seconds"),
                 "counts": counts | {k: round(v, 3) for k, v in rates.items()},
@@ -50,11 +54,17 @@ def record(stage: str, seconds: float, counts: dict[str, float]) -> None:
 
 
 def records() -> dict[str, dict]:
-    """The latest record of each stage that has one, by stage name."""
-    folder = shared_path(RECORDS)
-    if not folder.is_dir():
-        return {}
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    """The latest record of each stage that has one, by stage name. A record that fails its
+    checks is reported and removed: its stage has none until it runs again."""
+    found = {}
+    for path in sorted(shared_path(RECORDS).glob("*.json")):
+        try:
+            found[path.stem] = read_sealed(path, {"stage": path.stem})
+        except InputError as err:
+            log.warning("bad stage record, not logged: %s", err)
+            with contextlib.suppress(OSError):  # a read-only project still logs the rest
+                path.unlink(missing_ok=True)
+    return found
 
 
 def timing_metrics(found: dict[str, dict]) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from otpc.cli import main as otpc_main
 from stages.couple import main as couple_main
 from stages.sample import main as sample_main
-from tests.project import RATING_BINS, ROOT
+from tests.project import RATING_BINS, ROOT, run
 
 CSV = ROOT / "data/cxc/readme_examples.csv"
 
@@ -202,6 +203,18 @@ BAD_PARAMS = {
         setting("render", cache_dir="nosuchfs://bucket/frames"),
         "render.cache_dir = 'nosuchfs://bucket/frames': no filesystem for this URL here",
     ),
+    "an FTP cache URL whose host is unknown": (
+        setting("render", cache_dir="ftp://x/y"),
+        "render.cache_dir = 'ftp://x/y': cannot reach it",
+    ),
+    "an FTP cache URL nothing answers at": (
+        setting("render", cache_dir="ftp://127.0.0.1:1/y"),
+        "render.cache_dir = 'ftp://127.0.0.1:1/y': cannot reach it: ConnectionRefusedError",
+    ),
+    "values nested too deeply to read": (
+        lambda text: text + "deep: " + "[" * 50_000 + "]" * 50_000 + "\n",
+        "params.yaml: its values are nested too deeply to read",
+    ),
     "a Ray address Ray does not take": (
         lambda text: setting("ray", address="head")(setting("score", backend="ray")(text)),
         "ray.address = 'head': auto, local, host:port or ray://host:port",
@@ -295,3 +308,57 @@ def test_a_metric_without_weights_is_refused_unless_untrained_is_allowed(
     assert "no ImageNet weights here" in result.output and "backbone: untrained" in result.output
     edit_params(workdir / "params.yaml", score={"backbone": "untrained"})
     assert invoke(otpc_main, "check").exit_code == 0
+
+
+# Seven levels of aliases, each nine of the level below, in about 700 bytes: expanded, the
+# last key alone is nearly five million strings.
+ALIAS_BOMB = (
+    "a: &a [" + ", ".join(["lol" * 17] * 9) + "]\n"
+    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+    "f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+    "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n"
+)
+# Runs a command; prints its peak resident memory (KiB on Linux) as the last line of stderr.
+PEAK_MEMORY = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:]).returncode\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+def check_with_peak_memory(folder: Path, params: str) -> tuple[list[str], int]:
+    """`otpc check` run on the file ``params`` in ``folder``: its output lines and its peak
+    resident memory (KiB)."""
+    (folder / "check.yaml").write_text(params)
+    command = [sys.executable, "-c", PEAK_MEMORY, "otpc", "check", "--params", "check.yaml"]
+    proc = run(command, folder, check=False, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    *lines, peak = (proc.stdout + proc.stderr).splitlines()
+    return lines, int(peak)
+
+
+def test_an_alias_bomb_is_refused_in_one_line_before_it_expands(tmp_path: Path) -> None:
+    assert 600 < len(ALIAS_BOMB) < 800
+    lines, peak = check_with_peak_memory(tmp_path, ALIAS_BOMB)
+    assert lines == [
+        "Error: check.yaml: line 2, column 8: alias *a: params files may not use YAML aliases "
+        "(a few bytes of them can stand for gigabytes); write the value out"
+    ]
+    # What `otpc check` takes anyway (it imports torch before it reads the file), and more.
+    _, baseline = check_with_peak_memory(tmp_path, "study: [\n")
+    assert peak < baseline + 100 * 1024, (peak, baseline)
+
+
+def test_params_problems_quote_values_shortly_and_list_a_bounded_number(workdir: Path) -> None:
+    path = workdir / "params.yaml"
+    path.write_text(path.read_text() + "".join(f"extra{i}: {'x' * 100_000}\n" for i in range(60)))
+    result = invoke(otpc_main, "check")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].endswith("params.yaml: 60 problem(s):") and lines[-1] == "  ... and 20 more"
+    assert len(lines) == 42 and max(map(len, lines)) < 300
+    assert lines[1].startswith("  extra0 = 'xxxxxxxxxx") and "...: Extra inputs" in lines[1]

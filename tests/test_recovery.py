@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -91,16 +92,33 @@ def test_truncated_files_are_never_read_as_valid(project: Path) -> None:
     run(["dvc", "checkout", "--force", "outputs/embeddings"], project)  # undo the damage
 
 
-def test_damaged_score_cache_entry_is_reported_and_rescored(project: Path) -> None:
-    if not (project / "outputs/scores.parquet").exists():
-        run(RENDER, project)
-        run(SCORE, project)
-    before = pl.read_parquet(project / "outputs/scores.parquet")
-    entry = sorted(entries(project / ".otpc_cache/scores", "*.json"))[0]
-    entry.write_text(entry.read_text()[:20])
+def test_altered_score_cache_entries_are_reported_and_rescored(project: Path) -> None:
+    """An entry whose numbers were edited (still valid JSON), a truncated one and two whose
+    contents were swapped are each reported once, removed and scored again: the scores equal
+    a clean run's."""
+    run(RENDER, project)
+    run(SCORE, project)  # every path in the cache
+    cache = project / ".otpc_cache/scores"
+    edited, truncated, first, second = damaged = sorted(entries(cache, "*.json"))[:4]
+    record = json.loads(edited.read_text())
+    record["steps"] = [3 * step for step in record["steps"]]
+    edited.write_text(json.dumps(record, indent=2))
+    truncated.write_text(truncated.read_text()[:40])
+    contents = first.read_text(), second.read_text()
+    first.write_text(contents[1])
+    second.write_text(contents[0])
+
     proc = run(SCORE, project)
-    assert "corrupt score cache entry" in proc.stderr and entry.name in proc.stderr
-    assert pl.read_parquet(project / "outputs/scores.parquet").equals(before)
+    scored, reused = counts(r"(\d+) path\(s\) scored, (\d+) from the cache", proc.stdout)
+    assert scored >= len(damaged) and reused > 0
+    for entry in damaged:
+        assert proc.stderr.count(f"{entry}:") == 1, proc.stderr
+    assert "does not match the digest" in proc.stderr and "another key" in proc.stderr
+    assert all(json.loads(entry.read_text())["steps"] for entry in damaged)  # written again
+    tampered = pl.read_parquet(project / "outputs/scores.parquet")
+    shutil.rmtree(cache)
+    run([*SCORE, "--out", "outputs/scores_fresh.parquet"], project)
+    assert tampered.equals(pl.read_parquet(project / "outputs/scores_fresh.parquet"))
 
 
 def counts(pattern: str, output: str) -> tuple[int, int]:

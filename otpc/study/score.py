@@ -2,15 +2,16 @@
 the primary scoring and each robustness variant (``score.robustness``: another K, net or
 size, on the same rendered frames), and the LPIPS distance of its two end frames.
 
-Each path's distances are cached under a hash of the metric and of its frame files' bytes:
+Each path's distances are cached under a key hashing the metric and its frame files' bytes:
 a score is reused only for exactly the images it was computed on, and a killed run resumes
-where it stopped.
+where it stopped. An entry records its key, the metric and the path with the distances, and
+a digest of all of it (``otpc.sealed``): an entry that was edited, damaged or copied over
+another is reported once, removed and scored again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from functools import partial
@@ -21,48 +22,50 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from otpc import png
-from otpc.atomic import write_json
+from otpc.errors import InputError
 from otpc.models import pick_device
 from otpc.params import PRIMARY, RayParams, ScoreParams
 from otpc.perceptual import PathLength, load_lpips, pair_distances, path_length
+from otpc.sealed import read_sealed, write_sealed
 from otpc.study.layout import INDEX, SCORE_CACHE
 from otpc.tables import COUPLINGS, FRAMES, PAIRS, SCORES
 
 log = logging.getLogger(__name__)
 PathFrames = tuple[str, list[str], list[bytes]]  # path id, its frame files' names and bytes
 ENDS = "#ends"  # a path's two end frames, scored as a path of their own
+ENTRY_FORMAT = "2"  # part of every key: entries of an older layout are not looked up
 
 
-def _cached_steps(path: Path, expected: int) -> list[float] | None:
-    """A path's cached LPIPS steps; a damaged entry is reported and scored again."""
+def _cached_steps(entry: Path, key: str, path_id: str) -> list[float] | None:
+    """The LPIPS steps cached in ``entry`` for the frames and metric ``key`` names; None if
+    there are none, or if the entry fails its checks (reported, naming the path and the file,
+    and removed: the path is scored again)."""
     try:
-        steps = json.loads(path.read_text())["steps"]
+        return read_sealed(entry, {"key": key})["steps"]
     except FileNotFoundError:
         return None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        log.warning("corrupt score cache entry %s (%s), scoring it again", path, err)
+    except InputError as err:
+        log.warning("bad score cache entry for path %s, scoring it again: %s", path_id, err)
+        entry.unlink(missing_ok=True)
         return None
-    if len(steps) != expected:
-        log.warning(
-            "score cache entry %s has %d steps, expected %d; scoring it again",
-            path,
-            len(steps),
-            expected,
-        )
-        return None
-    return steps
 
 
 def _read(files: list[Path]) -> list[bytes]:
     return [f.read_bytes() for f in files]
 
 
-def _entry(cache_dir: Path, cache_id: str, blobs: list[bytes]) -> Path:
-    """The cache file of a path's distances: a hash of the metric and of every frame file."""
-    h = hashlib.sha256(cache_id.encode())
+def _key(cache_id: str, blobs: list[bytes]) -> str:
+    """The cache key of a path's distances: a hash of the entry format, the metric and every
+    frame file."""
+    h = hashlib.sha256(f"{ENTRY_FORMAT} {cache_id}".encode())
     for blob in blobs:
         h.update(hashlib.sha256(blob).digest())
-    return cache_dir / f"{h.hexdigest()[:32]}.json"
+    return h.hexdigest()
+
+
+def _entry(cache_dir: Path, key: str) -> Path:
+    """The file of the cache entry ``key``."""
+    return cache_dir / f"{key[:32]}.json"
 
 
 class PathScorer:
@@ -135,29 +138,39 @@ def _measure_paths(
         scorer = PathScorer(params, device)
         tag, cache_id, _ = scorer.about()
         measure = partial(map, scorer.steps)
-    entry = {path_id: _entry(cache_dir, cache_id, _read(files)) for path_id, files in paths.items()}
+    key = {path_id: _key(cache_id, _read(files)) for path_id, files in paths.items()}
     found: dict[str, list[float]] = {}
-    for path_id, files in paths.items():
-        steps = _cached_steps(entry[path_id], len(files) - 1)
+    for path_id in paths:
+        steps = _cached_steps(_entry(cache_dir, key[path_id]), key[path_id], path_id)
         if steps is not None:
             found[path_id] = steps
-    todo: dict[Path, str] = {}  # one per distinct content (shared end frames: once a pair)
+    todo: dict[str, str] = {}  # one per distinct content (shared end frames: once a pair)
     for path_id in paths:
         if path_id not in found:
-            todo.setdefault(entry[path_id], path_id)
+            todo.setdefault(key[path_id], path_id)
 
     def frames_of_todo() -> Iterator[PathFrames]:
         for path_id in todo.values():  # read as workers free up
             yield path_id, [str(f) for f in paths[path_id]], _read(paths[path_id])
 
-    computed: dict[Path, list[float]] = {}
+    computed: dict[str, list[float]] = {}
     with tqdm(total=len(todo), desc=desc, unit="path") as bar:
         for done in measure(_chunks(frames_of_todo(), params.batch_size)):
             for path_id, steps in done:
-                computed[entry[path_id]] = steps
-                write_json(entry[path_id], {"path_id": path_id, "metric": tag, "steps": steps})
+                k = key[path_id]
+                computed[k] = steps
+                write_sealed(
+                    _entry(cache_dir, k),
+                    {
+                        "key": k,
+                        "cache_id": cache_id,
+                        "metric": tag,
+                        "path_id": path_id,
+                        "steps": steps,
+                    },
+                )
             bar.update(len(done))
-    found |= {p: computed[entry[p]] for p in paths if p not in found}
+    found |= {p: computed[key[p]] for p in paths if p not in found}
     return found, tag, list(todo.values())
 
 
