@@ -158,7 +158,7 @@ def truth_figure(truth: dict[str, Any], path: Path, note: str) -> None:
         ax.legend(fontsize=8)
         agree = "; ".join(
             f"{name}: ppl picks the frames' winner in {a['same_winner_share']:.0%} of "
-            f"{a['pairs_decided']} decided pairs"
+            f"{a['pairs_decided']:.0f} decided pairs"
             for name, a in truth["agreement"].items()
         )
         ax.set_title(textwrap.fill(agree, 100), fontsize=8)
