@@ -20,6 +20,7 @@ RESULT_FILES = {
     "ppl_by_group.csv",
     "fig_ppl_cost.png",
     "fig_effect_trend.png",
+    "fig_truth.png",
     "fig_strips.png",
 }
 
@@ -161,7 +162,7 @@ def assert_complete(uri: str, run, lock: dict, summary: dict, dest: Path) -> Non
             csv["path_id"].to_list()
             == pl.read_parquet(root / "tables" / f"{table}.parquet")["path_id"].to_list()
         )
-    scores = pl.read_parquet(root / "tables/scores.parquet")
+    scores = pl.read_parquet(root / "tables/scores.parquet").filter(pl.col("variant") == "primary")
     assert scores["path_id"].n_unique() >= 15
     frames = lock["stages"]["render"]["params"]["params.yaml"]["render.frames"]
     assert_paths_complete(uri, run, scores, frames)

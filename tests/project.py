@@ -29,21 +29,26 @@ COPY = [
     ".gitignore",
 ]
 
+RATING_BINS = [0, 1, 2, 3, 4, 5]  # CxC's 0-5 ratings, one group per point (CSV and CxC sources)
+
 # Small but complete: 5 pairs (one per group), three methods, 3 frames, 2 denoising steps.
+# Toy pairs count all five attributes (scores 0-4, the rating bins), as CSV pairs do.
 # score.net squeeze has no packaged ImageNet weights: tests that switch to it need an
 # untrained backbone, so FAST measures with one (the committed params.yaml, run by the
 # fresh-clone test, uses ImageNet weights); its distances mean little, so no pair is called
 # perceptually degenerate (min_end_lpips 0).
 FAST = {
-    "data": {"n_per_group": 1, "spare_per_group": 0},
+    "data": {
+        "n_per_group": 1,
+        "spare_per_group": 0,
+        "bins": RATING_BINS,
+        "toy_attributes": ["shape", "colour", "size", "position", "background"],
+    },
     "couple": {"random_replicates": 2},
     "render": {"frames": 3, "steps": 2},
     "score": {"backbone": "untrained"},
     "aggregate": {"bootstrap": 200, "permutations": 200, "min_end_lpips": 0.0},
 }
-
-
-RATING_BINS = [0, 1, 2, 3, 4, 5]  # CxC's 0-5 ratings, one group per point (CSV and CxC sources)
 
 
 def deep_update(base: dict, update: dict) -> dict:

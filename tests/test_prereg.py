@@ -70,9 +70,10 @@ def test_a_pair_whose_ends_are_the_same_image_is_dropped_and_a_spare_takes_its_p
 
 
 def test_a_group_without_enough_usable_pairs_is_reported_short() -> None:
-    scores = candidates({"00": 0.0, "01": 0.3, "10": 0.3, "11": 0.3})
+    scores = candidates({"00": 0.0, "01": 0.3, "10": 0.3, "11": 0.3, "20": 0.01})
     out, counts = select_pairs(scores, 2, AGG)
-    assert kept(out) == ["01", "10", "11"] and counts["groups_short"] == {GROUPS[0]: 1}
+    assert kept(out) == ["01", "10", "11"]
+    assert counts["groups_short"] == {GROUPS[0]: 1, GROUPS[2]: 2}  # group 2: none usable
 
 
 def per_pair_table(ratios: dict[str, np.ndarray]) -> pl.DataFrame:
@@ -172,3 +173,19 @@ def test_the_design_is_checked_before_any_work() -> None:
     assert "score.frames = 4" in found and "score.robustness.1.frames = 6" in found
     assert "score.robustness.0" not in found
     assert "aggregate.primary = 'slerp'" in found
+
+
+def test_power_is_the_share_of_simulated_studies_that_reject() -> None:
+    """A pilot whose OT paths are within 0.1% of clip's, centred on 0: every simulated study
+    of 10 pairs per group shows equivalence, few a (false) superiority; the draws are
+    seeded."""
+    from otpc.study.power import power
+
+    pilot = per_pair_table({"clip": np.linspace(-0.001, 0.0012, 12)})
+    agg = AGG.model_copy(update={"permutations": 200})
+    out = power(pilot, GROUPS, agg, [10], 20, seed=0)
+    assert out["n=10"]["pairs"] == 30
+    shares = out["n=10"]["power"]
+    assert shares["ot_vs_clip/ppl/equivalence"] == 1.0
+    assert shares["ot_vs_clip/ppl/superiority"] <= 0.2
+    assert power(pilot, GROUPS, agg, [10], 20, seed=0) == out

@@ -214,10 +214,11 @@ def select_pairs(
     usable = pair_rows.filter(~pl.col("degenerate") & ~pl.col("perceptual"))
     candidates = usable if agg.drop_degenerate else pair_rows
     kept = candidates.sort("rank").group_by("group", maintain_order=True).head(n_per_group)
+    found = dict(kept.group_by("group").len().iter_rows())
     short = {
-        str(g): n_per_group - n
-        for g, n in kept.group_by("group").len().iter_rows()
-        if n < n_per_group
+        str(g): n_per_group - found.get(g, 0)
+        for g in pair_rows["group"].unique().sort()
+        if found.get(g, 0) < n_per_group
     }
     counts = {
         "sampled": pair_rows.height,

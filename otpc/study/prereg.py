@@ -125,9 +125,8 @@ def preregistered(per: pl.DataFrame, groups: list[str], agg: AggregateParams) ->
     trend = trend_test(primary_ratios, groups, agg)
     names = list(tests)
     sup = holm([tests[n]["superiority_p"] for n in names] + [trend["p"]])
-    for name, p_sup, p_tost in zip(
-        names, sup, holm([tests[n]["tost_p"] for n in names]), strict=False
-    ):
+    tost = holm([tests[n]["tost_p"] for n in names])
+    for name, p_sup, p_tost in zip(names, sup[: len(names)], tost, strict=True):
         test = tests[name]
         test["superiority_holm_p"], test["tost_holm_p"] = p_sup, p_tost
         test["verdict"] = verdict(test["median_log_ratio"], p_sup, p_tost, agg.alpha, agg.margin)
