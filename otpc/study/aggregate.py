@@ -349,10 +349,11 @@ def aggregate(
         agg.confidence,
     )
     truth_figure(truth, metrics_dir / FIG_TRUTH, note)
+    rendered = FRAMES.read(render_dir / INDEX)["k"].n_unique()
     strips_figure(
         _example_strips(scores, pairs, render_dir, groups, agg.strip_pairs),
         metrics_dir / FIG_STRIPS,
-        note,
+        note + (f"\nevery rendered frame shown: {rendered}" if rendered != prov["frames"] else ""),
     )
     return summary
 
