@@ -1,18 +1,24 @@
 """The toy world: scenes and captions are a function of the seed, held-out phrasing and
-combinations stay out of training, and the detector reads every attribute back exactly."""
+combinations stay out of training, every caption states every attribute, and the detector
+reads every attribute of every drawable scene back exactly."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
 from otpc.toy.detector import detect
 from otpc.toy.world import (
     BACKGROUNDS,
+    COLOURS,
     HELD_OUT_COMBOS,
     HELD_OUT_TEMPLATES,
-    POSITION_PHRASES,
+    SHAPES,
     SIZE,
+    SIZES,
     TEMPLATES,
+    Scene,
     caption,
     draw,
     scenes,
@@ -34,8 +40,6 @@ def test_training_never_sees_held_out_phrasing_or_combinations() -> None:
     assert all(s.held_out for s in test)
     assert {s.template for s in train} == set(range(len(TEMPLATES))) - HELD_OUT_TEMPLATES
     assert {s.template for s in test} == set(range(len(TEMPLATES)))
-    said = {(s.row, s.column, s.phrase) for s in train}
-    assert said == {(r, c, p) for (r, c), ps in POSITION_PHRASES.items() for p in range(len(ps))}
 
 
 def test_captions_say_every_attribute_in_words() -> None:
@@ -43,19 +47,19 @@ def test_captions_say_every_attribute_in_words() -> None:
         text = caption(scene)
         assert "{" not in text and "  " not in text
         for word in (scene.shape, scene.colour, scene.size):
-            assert word in text
-        if "{background}" in TEMPLATES[scene.template]:
-            assert f"{scene.background} background" in text
+            assert word in text.split() or f"{word}," in text.split()
+        assert f"{scene.background} background" in text
 
 
-def test_detector_reads_every_attribute_of_drawn_scenes() -> None:
-    for scene in scenes(1500, 2, "train") + scenes(1500, 2, "test"):
+def test_detector_reads_every_attribute_of_every_drawable_scene() -> None:
+    grid = itertools.product(SHAPES, COLOURS, SIZES, BACKGROUNDS)
+    for shape, colour, size, background in grid:
+        scene = Scene(shape, colour, size, background, template=0)
         assert detect(draw(scene)) == {
-            "shape": scene.shape,
-            "colour": scene.colour,
-            "size": scene.size,
-            "position": scene.position,
-            "background": scene.background,
+            "shape": shape,
+            "colour": colour,
+            "size": size,
+            "background": background,
         }, caption(scene)
 
 
@@ -65,4 +69,4 @@ def test_detector_finds_nothing_on_a_blank_background() -> None:
         blank[:] = rgb
         found = detect(blank)
         assert found["background"] == name
-        assert found["shape"] is found["colour"] is found["size"] is found["position"] is None
+        assert found["shape"] is found["colour"] is found["size"] is None
