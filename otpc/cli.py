@@ -230,10 +230,30 @@ def toy() -> None:
 @click.option(
     "--unet-steps", type=click.IntRange(min=1), default=TrainConfig.unet_steps, show_default=True
 )
+@click.option(
+    "--embed-noise",
+    type=click.FloatRange(min=0),
+    default=TrainConfig.embed_noise,
+    show_default=True,
+    help="Std of the Gaussian noise on the text embeddings in training.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="Steps between checkpoints (0: none); run again after a stop to continue.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace --out if it holds a model.")
 @reports_errors
 def toy_train(
-    out: Path | None, seed: int, vae_steps: int, unet_steps: int, overwrite: bool
+    out: Path | None,
+    seed: int,
+    vae_steps: int,
+    unet_steps: int,
+    embed_noise: float,
+    checkpoint_every: int,
+    overwrite: bool,
 ) -> None:
     """Train the toy model from nothing (seeded; about 40 minutes on 2 CPU cores) and save it
     as a diffusers folder with its loss log and a record of this command."""
@@ -245,9 +265,11 @@ def toy_train(
 
     folder = out or MODEL_DIR
     _check_out(folder, overwrite)
-    config = TrainConfig(seed=seed, vae_steps=vae_steps, unet_steps=unet_steps)
+    config = TrainConfig(
+        seed=seed, vae_steps=vae_steps, unet_steps=unet_steps, embed_noise=embed_noise
+    )
     command = shlex.join(["otpc", *sys.argv[1:]])
-    record = train(folder, config, command)
+    record = train(folder, config, command, checkpoint_every)
     click.echo(f"toy model -> {folder} ({sum(record['seconds'].values()):.0f} s)")
 
 
