@@ -57,6 +57,7 @@ def test_the_weights_come_with_their_record() -> None:
     # (or show, as for a move of code, that it trains the same bytes) and update the record
     assert record["code_version"] == code_version()
     assert record["quality"]["captions"] >= 200
+    assert record["quality"]["morphing"]["visible"] >= 60  # the floor on paths
     log = (MODEL_DIR / LOSS_LOG).read_text().splitlines()
     assert log[0] == "phase,step,loss"
     steps = record["config"]["vae_steps"] + record["config"]["unet_steps"]
