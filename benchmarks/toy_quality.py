@@ -39,9 +39,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,7 +85,10 @@ def share(hits: int, n: int) -> dict[str, float]:
     return {"accuracy": hits / n if n else math.nan, "low": low, "high": high, "n": n}
 
 
-def accuracy(rows: list[tuple[world.Scene, dict]]) -> dict[str, dict[str, float]]:
+Row = tuple[world.Scene, Mapping[str, object]]  # a scene and what the detector read
+
+
+def accuracy(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
     """Per attribute (and ``all``): accuracy with its Wilson interval, and n."""
     out = {}
     for name in (*ATTRIBUTES, "all"):
@@ -160,14 +164,15 @@ def morphing(
     pairs: list[tuple[world.Scene, world.Scene]],
     seed: int,
     min_size: int,
-) -> tuple[dict, list[tuple[world.Scene, dict]], list[np.ndarray], list[str]]:
+) -> tuple[dict[str, Any], list[Row], list[np.ndarray], list[str]]:
     """The morphing figures of the row-wise paths of ``pairs``, the end frames' detections,
     and a few K = 9 strips."""
     metric = load_lpips("alex")
     ts = t_grid(K)
-    ends: list[tuple[world.Scene, dict]] = []
-    per_pair = []
-    examples, labels = [], []
+    ends: list[Row] = []
+    per_pair: list[dict[str, Any]] = []
+    examples: list[np.ndarray] = []
+    labels: list[str] = []
     for a, b in tqdm(pairs, desc="paths", unit="pair"):
         ca, cb = world.caption(a), world.caption(b)
         ea, eb = encode(model, [ca, cb])
@@ -234,7 +239,7 @@ def main() -> None:
     held_images = render_captions(
         renderer, model, held_captions, [args.seed * 1_000_003 + i for i in range(args.n)], batch
     )
-    held_rows = [(s, detect(image)) for s, image in zip(held, held_images, strict=True)]
+    held_rows: list[Row] = [(s, detect(image)) for s, image in zip(held, held_images, strict=True)]
 
     demo = scene_pairs(params.data.n_per_group, params.data.seed)
     demo_scenes = [s for pair in demo for s in pair]
@@ -246,7 +251,9 @@ def main() -> None:
     demo_images = render_captions(
         renderer, model, [world.caption(s) for s in demo_scenes], demo_seeds, batch
     )
-    demo_rows = [(s, detect(image)) for s, image in zip(demo_scenes, demo_images, strict=True)]
+    demo_rows: list[Row] = [
+        (s, detect(image)) for s, image in zip(demo_scenes, demo_images, strict=True)
+    ]
 
     morph, ends, examples, labels = morphing(
         renderer, model, scene_pairs(args.pairs, args.seed + 1), render.seed, params.score.min_size
@@ -300,4 +307,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    sys.exit(main())
+    main()

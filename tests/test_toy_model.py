@@ -77,7 +77,7 @@ def test_the_toy_model_draws_what_held_out_captions_say(toy) -> None:
     images = renderer.render([FrameJob(e.embeds, 100 + i) for i, e in enumerate(embeds)])
     found = [detect(image) for image in images]
     right = {
-        name: sum(d[name] == getattr(s, name) for s, d in zip(scenes, found, strict=True))
+        name: sum(dict(d)[name] == getattr(s, name) for s, d in zip(scenes, found, strict=True))
         for name in ATTRIBUTES
     }
     assert all(hits >= 9 for hits in right.values()), right
