@@ -173,7 +173,13 @@ def test_browser_shows_headline_columns_and_a_path_runs_frame(study: Study, tmp_
         page.goto(link)
         expect(page.get_by_text("net-vgg", exact=True)).to_be_visible(timeout=60_000)
         page.screenshot(path=tmp_path / "runs.png")
-        for column in ("ppl.clip", "ppl.ot", "ppl.random", "vs_clip.share", "vs_random.p"):
+        for column in (
+            "vs_clip.ratio",
+            "vs_clip.equiv_p",
+            "vs_random.ratio",
+            "vs_random.equiv_p",
+            "pairs",
+        ):
             col_id = f"[col-id='metrics.`{column}`']"
             expect(page.locator(f"[role=columnheader]{col_id}")).to_be_visible()
             expect(page.locator(f"[role=gridcell]{col_id}").first).to_have_text(re.compile(r"\d"))
