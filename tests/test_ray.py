@@ -85,7 +85,7 @@ def test_the_study_on_ray_has_the_local_bytes_and_dvc_hashes(
     proc = run(
         ["dvc", "repro", "--force", "--single-item", "render", "score"], project, env=cluster.env
     )
-    assert "render (ray)" in proc.stderr and "score (ray)" in proc.stderr
+    assert "render (ray)" in proc.stderr and "score primary (ray)" in proc.stderr
     rendered, cached = map(int, re.search(REPORT, proc.stdout).groups())
     assert (rendered, cached) == (frame_count(project), 0)
     assert (project / "dvc.lock").read_text() == (project / "local.lock").read_text()
