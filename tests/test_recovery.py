@@ -100,6 +100,8 @@ def test_altered_score_cache_entries_are_reported_and_rescored(project: Path) ->
     run(SCORE, project)  # every path in the cache
     cache = project / ".otpc_cache/scores"
     edited, truncated, first, second = damaged = sorted(entries(cache, "*.json"))[:4]
+    # a path's entry, or its two end frames' (scored with it; not counted as a path)
+    paths = sum(not json.loads(e.read_text())["path_id"].endswith("#ends") for e in damaged)
     record = json.loads(edited.read_text())
     record["steps"] = [3 * step for step in record["steps"]]
     edited.write_text(json.dumps(record, indent=2))
@@ -110,7 +112,7 @@ def test_altered_score_cache_entries_are_reported_and_rescored(project: Path) ->
 
     proc = run(SCORE, project)
     scored, reused = counts(r"(\d+) path\(s\) scored, (\d+) from the cache", proc.stdout)
-    assert scored >= len(damaged) and reused > 0
+    assert scored >= paths and reused > 0
     for entry in damaged:
         assert proc.stderr.count(f"{entry}:") == 1, proc.stderr
     assert "does not match the digest" in proc.stderr and "another key" in proc.stderr
