@@ -130,6 +130,7 @@ def study_inputs(tmp_path_factory) -> tuple[Path, Path, Path]:
             "score": [1.5, 4.5],
             "group": ["[1,2)", "[4,5]"],
             "sampling_method": [None, None],
+            "rank": [0, 0],
         }
     )
     PAIRS.write(pairs, root / "pairs.parquet")

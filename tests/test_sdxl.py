@@ -158,6 +158,7 @@ def test_study_stages_run_on_sdxl(tmp_path: Path, xl_model: LoadedModel) -> None
             "score": [2.5],
             "group": ["[2,3)"],
             "sampling_method": ["c2c_cocaption"],
+            "rank": [0],
         }
     )
     PAIRS.write(pairs, tmp_path / "pairs.parquet")
