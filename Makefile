@@ -25,7 +25,7 @@ study: setup
 	PATH=$(BIN):$$PATH dvc repro powered/dvc.yaml
 
 test: setup lint browser
-	PATH=$(BIN):$$PATH pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	PATH=$(BIN):$$PATH pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 # The browser tests drive Debian's headless Chromium (Playwright's own downloads need a network).
 browser:
