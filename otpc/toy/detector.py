@@ -3,22 +3,21 @@ generated image against.
 
 The background is the palette colour nearest the median border pixel; the shape is the set
 of pixels nearer the object's colour than the background's, where the object's colour is
-the palette colour nearest the mean of the pixels far from the background. From that set:
-its bounding box gives size (side above or below the midpoint of the two sizes) and
-position (box centre to the nearest grid centre), and its fill of the box gives the shape
-(a square fills it, a circle pi/4 of it, a triangle half).
+the palette colour nearest the mean of the pixels far from the background. From that set's
+bounding box, ``w`` x ``h``: the size is the one whose side is nearest ``sqrt(w h)`` and the
+shape the one whose aspect is nearest ``w / h`` on a log scale.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TypedDict
 
 import numpy as np
 
-from otpc.toy.world import BACKGROUNDS, CENTRES, COLOURS, COLUMNS, ROWS, SIZES
+from otpc.toy.world import ASPECTS, BACKGROUNDS, COLOURS, SIZES
 
 FAR = 60.0  # RGB distance from the background above which a pixel is the object's
-FILL_SQUARE, FILL_CIRCLE = 0.9, 0.68  # fill of the bounding box above which: square, circle
 
 
 class Detected(TypedDict):
@@ -27,7 +26,6 @@ class Detected(TypedDict):
     shape: str | None
     colour: str | None
     size: str | None
-    position: str | None
     background: str
 
 
@@ -38,6 +36,11 @@ def _nearest(colour: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> st
     return names[int(np.argmin(((rgb - colour) ** 2).sum(axis=1)))]
 
 
+def _closest(value: float, scale: dict[str, float]) -> str:
+    """The name on ``scale`` whose value is nearest ``value``."""
+    return min(scale, key=lambda name: abs(scale[name] - value))
+
+
 def detect(image: np.ndarray) -> Detected:
     """The attributes of the scene in ``image`` (H x W x 3 uint8, the world's size)."""
     pixels = image.astype(float)
@@ -46,21 +49,14 @@ def detect(image: np.ndarray) -> Detected:
     bg = np.array(BACKGROUNDS[background], float)
     far = np.sqrt(((pixels - bg) ** 2).sum(axis=-1)) > FAR
     if not far.any():
-        return Detected(shape=None, colour=None, size=None, position=None, background=background)
+        return Detected(shape=None, colour=None, size=None, background=background)
     colour = _nearest(pixels[far].mean(axis=0), COLOURS)
     fg = np.array(COLOURS[colour], float)
     body = ((pixels - fg) ** 2).sum(axis=-1) < ((pixels - bg) ** 2).sum(axis=-1)
     if not body.any():  # a generated smudge nearer the background than any colour
         body = far
     rows, cols = np.nonzero(body)
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    side = max(bottom - top, right - left)
-    size = "small" if side < sum(SIZES.values()) / 2 else "large"
-    centre_y, centre_x = (top + bottom) / 2, (left + right) / 2
-    row = ROWS[int(np.argmin([abs(centre_y - c) for c in CENTRES]))]
-    column = COLUMNS[int(np.argmin([abs(centre_x - c) for c in CENTRES]))]
-    fill = body.sum() / ((bottom - top) * (right - left))
-    shape = "square" if fill > FILL_SQUARE else "circle" if fill > FILL_CIRCLE else "triangle"
-    return Detected(
-        shape=shape, colour=colour, size=size, position=f"{row} {column}", background=background
-    )
+    height, width = rows.max() + 1 - rows.min(), cols.max() + 1 - cols.min()
+    size = _closest(math.sqrt(width * height), {k: float(v) for k, v in SIZES.items()})
+    shape = _closest(math.log(width / height), {k: math.log(v) for k, v in ASPECTS.items()})
+    return Detected(shape=shape, colour=colour, size=size, background=background)

@@ -14,6 +14,10 @@ Two phases, both seeded and run for a fixed number of steps:
    Min-SNR weights ``w(t) = min(SNR(t), 5) / SNR(t)``; a caption is replaced by the empty one
    with probability ``uncond_rate`` so that classifier-free guidance works.
 
+Every ``CHECKPOINT_EVERY`` steps the whole state (weights, optimiser, random generators, loss
+log) is saved next to the output folder; a stopped training started again with the same
+command continues from the last checkpoint to the same bytes.
+
 Only the training scenes are ever seen (``world.scenes(..., "train")``): the held-out
 phrasings and colour-shape combinations stay for the quality benchmark. The folder it writes
 is loaded by ``DiffusionPipeline.from_pretrained`` like any Stable Diffusion model.
@@ -21,7 +25,6 @@ is loaded by ``DiffusionPipeline.from_pretrained`` like any Stable Diffusion mod
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import itertools
 import json
@@ -30,8 +33,6 @@ import os
 import platform
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from tqdm.auto import tqdm
 from otpc.atomic import temporary_prefix
 from otpc.sd_parts import BETAS, clip_text_config, clip_tokenizer, save_sd_folder
 from otpc.toy import world
+from otpc.toy.checkpoints import Checkpoints
 from otpc.toy.config import TrainConfig
 
 RECORD = "OTPC_TOY.json"
@@ -54,7 +56,8 @@ def code_version() -> str:
     tokenizer's vocabulary) and the training loop."""
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for name in ("toy/world.py", "toy/config.py", "toy/train.py", "sd_parts.py", "clip_vocab.py"):
+    names = ("toy/world.py", "toy/config.py", "toy/train.py", "sd_parts.py", "clip_vocab.py")
+    for name in names:
         h.update((here.parent / name).read_bytes())
     return h.hexdigest()[:12]
 
@@ -115,45 +118,46 @@ def _lr(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _steps(total: int, desc: str) -> Iterator[tuple[int, Any]]:
-    """``(step, progress bar)`` for ``total`` steps."""
-    with tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True) as bar:
-        for step in range(total):
-            yield step, bar
-            bar.update()
-
-
 def _scene_key(s: world.Scene) -> tuple[str, ...]:
-    return (s.shape, s.colour, s.size, s.row, s.column, s.background)
+    return (s.shape, s.colour, s.size, s.background)
 
 
 def training_images() -> list[world.Scene]:
     """Every distinct picture training may see (captions aside): all attribute combinations
     but the held-out colour-shape ones."""
-    grid = itertools.product(
-        world.SHAPES, world.COLOURS, world.SIZES, world.ROWS, world.COLUMNS, world.BACKGROUNDS
-    )
+    grid = itertools.product(world.SHAPES, world.COLOURS, world.SIZES, world.BACKGROUNDS)
     return [
-        world.Scene(*attrs, template=0, phrase=0)
+        world.Scene(*attrs, template=0)
         for attrs in grid
         if (attrs[1], attrs[0]) not in world.HELD_OUT_COMBOS
     ]
 
 
-LossLog = Callable[[str, int, float], object]  # (phase, step, loss) -> a row of the log
+CHECKPOINT_EVERY = 200  # steps between saved states
+Log = list[str]  # the loss log's rows: "phase,step,loss"
 
 
-def train_vae(vae: Any, cfg: TrainConfig, log: LossLog) -> float:
-    """Fit the autoencoder to the training scenes; returns the latents' scaling factor
-    (one over the standard deviation of the encoded training scenes, as SD's 0.18215)."""
+def _bar(phase: str, start: int, total: int) -> Any:
+    """A progress bar over ``phase``'s steps, continuing from ``start``."""
+    return tqdm(range(start, total), desc=phase, unit="step", initial=start, total=total)
+
+
+def train_vae(
+    vae: Any, cfg: TrainConfig, log: Log, ckpt: Checkpoints, resumed: dict[str, Any] | None
+) -> float:
+    """Fit the autoencoder to the training scenes (from ``resumed``, a saved state of this
+    phase, if given); returns the latents' scaling factor (one over the standard deviation
+    of the encoded training scenes, as SD's 0.18215)."""
     rng = np.random.default_rng([cfg.seed, 1])
     scenes = training_images()
     images = _pixels(scenes)
-    masks = np.stack([world.mask(s.shape, s.size, s.row, s.column) for s in scenes])
+    masks = np.stack([world.mask(s.shape, s.size) for s in scenes])
     weights = 1.0 + cfg.foreground_weight * torch.from_numpy(masks).float()[:, None]
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
+    modules, generators = {"vae": vae}, {"rng": rng}
+    start = ckpt.restore(resumed, modules, opt, generators) if resumed else 0
     vae.train()
-    for step, bar in _steps(cfg.vae_steps, "vae"):
+    for step in (bar := _bar("vae", start, cfg.vae_steps)):
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg.vae_steps, cfg.vae_lr, cfg.warmup)
         pick = torch.from_numpy(rng.integers(len(images), size=cfg.batch_size))
@@ -165,17 +169,26 @@ def train_vae(vae: Any, cfg: TrainConfig, log: LossLog) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        log("vae", step, mse.item())
+        log.append(f"vae,{step},{mse.item():.6f}")
         bar.set_postfix(mse=f"{mse.item():.4f}")
+        if ckpt.due(step + 1, cfg.vae_steps):
+            ckpt.save("vae", step + 1, modules, opt, generators, log=log)
     vae.eval()
     with torch.no_grad():
         latents = vae.encode(images).latent_dist.mean
     return float(1.0 / latents.std())
 
 
-def train_denoiser(parts: dict[str, Any], cfg: TrainConfig, log: LossLog) -> None:
+def train_denoiser(
+    parts: dict[str, Any],
+    cfg: TrainConfig,
+    log: Log,
+    ckpt: Checkpoints,
+    resumed: dict[str, Any] | None,
+) -> None:
     """Fit the text encoder and the U-Net together on the training captions (eps-prediction,
-    Min-SNR weights, caption dropout for classifier-free guidance)."""
+    Min-SNR weights, caption dropout for classifier-free guidance), from ``resumed`` (a
+    saved state of this phase) if given."""
     from diffusers import DDPMScheduler
 
     tokenizer, text_encoder, unet, vae = (
@@ -198,9 +211,12 @@ def train_denoiser(parts: dict[str, Any], cfg: TrainConfig, log: LossLog) -> Non
     weights = torch.clamp(snr, max=cfg.min_snr) / snr
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    modules = {"vae": vae, "unet": unet, "text_encoder": text_encoder}
+    generators: dict[str, np.random.Generator | torch.Generator] = {"rng": rng, "gen": gen}
+    start = ckpt.restore(resumed, modules, opt, generators) if resumed else 0
     unet.train()
     text_encoder.train()
-    for step, bar in _steps(cfg.unet_steps, "denoiser"):
+    for step in (bar := _bar("denoiser", start, cfg.unet_steps)):
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg.unet_steps, cfg.unet_lr, cfg.warmup)
         batch = range(step * cfg.batch_size, (step + 1) * cfg.batch_size)
@@ -220,43 +236,57 @@ def train_denoiser(parts: dict[str, Any], cfg: TrainConfig, log: LossLog) -> Non
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        log("denoiser", step, loss.item())
+        log.append(f"denoiser,{step},{loss.item():.6f}")
         bar.set_postfix(loss=f"{loss.item():.4f}")
+        if ckpt.due(step + 1, cfg.unet_steps):
+            ckpt.save("denoiser", step + 1, modules, opt, generators, log=log, scaling=scaling)
     unet.eval()
     text_encoder.eval()
 
 
-def train(out: Path, cfg: TrainConfig, command: str) -> dict[str, Any]:
+def checkpoint_folder(out: Path) -> Path:
+    """Where the training of ``out`` keeps its state: ``.<name>.checkpoints`` beside it."""
+    return out.parent / f".{out.name}.checkpoints"
+
+
+def train(
+    out: Path, cfg: TrainConfig, command: str, every: int = CHECKPOINT_EVERY
+) -> dict[str, Any]:
     """Train the toy model with ``cfg`` and save it as a diffusers folder at ``out`` (with its
-    loss log and a record of ``command``, seed, code version and times); returns the record."""
+    loss log and a record of ``command``, seed, code version and time); returns the record.
+    The state is saved every ``every`` steps, and a training of the same settings and code
+    that stopped continues from it."""
+    identity = {"config": asdict(cfg), "code": code_version()}
+    ckpt = Checkpoints(checkpoint_folder(out), identity, every)
+    resumed = ckpt.load()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(out), suffix=".tmp", dir=out.parent))
     try:
-        record = _train_into(tmp, cfg, command)
+        record = _train_into(tmp, cfg, command, ckpt, resumed)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    ckpt.remove()
     return record
 
 
-def _train_into(out: Path, cfg: TrainConfig, command: str) -> dict[str, Any]:
-    start = time.perf_counter()
+def _train_into(
+    out: Path, cfg: TrainConfig, command: str, ckpt: Checkpoints, resumed: dict[str, Any] | None
+) -> dict[str, Any]:
     parts = _parts(cfg.seed)
-    times: dict[str, float] = {}
-    with open(out / LOSS_LOG, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["phase", "step", "loss"])
-
-        def log(phase: str, step: int, loss: float) -> None:
-            writer.writerow([phase, step, f"{loss:.6f}"])
-
-        scaling = train_vae(parts["vae"], cfg, log)
-        parts["vae"].register_to_config(scaling_factor=scaling)
-        times["vae_s"] = time.perf_counter() - start
-        train_denoiser(parts, cfg, log)
-        times["denoiser_s"] = time.perf_counter() - start - times["vae_s"]
+    log: Log = list(resumed["log"]) if resumed else []
+    if resumed is None or resumed["phase"] == "vae":
+        scaling = train_vae(parts["vae"], cfg, log, ckpt, resumed)
+        resumed = None
+    else:
+        parts["vae"].load_state_dict(resumed["modules"]["vae"])
+        parts["vae"].eval()
+        scaling = float(resumed["scaling"])
+    parts["vae"].register_to_config(scaling_factor=scaling)
+    train_denoiser(parts, cfg, log, ckpt, resumed)
+    (out / LOSS_LOG).write_text("\n".join(["phase,step,loss", *log]) + "\n")
     save_sd_folder(out, parts)
     record = {
         "model": "otpc toy model: Stable-Diffusion-1.x-shaped, trained on the toy world",
@@ -266,7 +296,7 @@ def _train_into(out: Path, cfg: TrainConfig, command: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
-        "seconds": {k: round(v, 1) for k, v in times.items()},
+        "seconds": round(ckpt.seconds(), 1),
         "scaling_factor": scaling,
     }
     (out / RECORD).write_text(json.dumps(record, indent=2) + "\n")
