@@ -40,10 +40,10 @@ DEVICE = r"auto|cpu|mps|cuda(:\d+)?"
 FRAME_CACHE = ".otpc_cache/frames"  # under the project root, shared by experiments
 VALUE_CHARS = 200  # a bad value is quoted to this many characters (a path fits)
 LISTED = 40  # problems listed in one error; the rest are counted
-TOY_ATTRIBUTES = ("shape", "colour", "size", "position", "background")  # of a toy scene
+TOY_ATTRIBUTES = ("shape", "colour", "size", "background")  # of a toy scene
 # Those the committed toy model draws: held-out accuracy above chance (its OTPC_TOY.json;
 # a test keeps the two in agreement).
-TOY_DRAWN = ("shape", "colour", "size")
+TOY_DRAWN = ("shape", "colour", "size", "background")
 
 # Marks a setting that changes speed or memory, not what a frame shows: not part of a
 # frame's key, and not a parameter the render stage depends on. On the CPU in float64 it

@@ -30,9 +30,11 @@ COPY = [
 ]
 
 RATING_BINS = [0, 1, 2, 3, 4, 5]  # CxC's 0-5 ratings, one group per point (CSV and CxC sources)
+TOY_BINS = [0, 1, 2, 3, 4]  # toy pairs share 0-3 of the four attributes: one group per score
 
-# Small but complete: 5 pairs (one per group), three methods, 3 frames, 2 denoising steps.
-# Toy pairs count all five attributes (scores 0-4, the rating bins), as CSV pairs do.
+# Small but complete: 4 toy pairs (one per group), three methods, 3 frames, 2 denoising steps.
+# Toy pairs count all four attributes (scores 0-3, TOY_BINS); tests of CSV or CxC pairs set
+# RATING_BINS.
 # score.net squeeze has no packaged ImageNet weights: tests that switch to it need an
 # untrained backbone, so FAST measures with one (the committed params.yaml, run by the
 # fresh-clone test, uses ImageNet weights); its distances mean little, so no pair is called
@@ -41,8 +43,8 @@ FAST = {
     "data": {
         "n_per_group": 1,
         "spare_per_group": 0,
-        "bins": RATING_BINS,
-        "toy_attributes": ["shape", "colour", "size", "position", "background"],
+        "bins": TOY_BINS,
+        "toy_attributes": ["shape", "colour", "size", "background"],
     },
     "couple": {"random_replicates": 2},
     "render": {"frames": 3, "steps": 2},

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.project import make_project, ran_stages, run, set_params
+from tests.project import RATING_BINS, make_project, ran_stages, run, set_params
 
 pytestmark = pytest.mark.slow
 TABLES = [
@@ -35,7 +35,9 @@ def snapshot(project: Path, dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # CxC's example pairs from a CSV, whose rows the tests reorder and extend
-    path = make_project(tmp_path_factory.mktemp("det") / "study", {"data": {"source": "csv"}})
+    path = make_project(
+        tmp_path_factory.mktemp("det") / "study", {"data": {"source": "csv", "bins": RATING_BINS}}
+    )
     run(["dvc", "repro"], path)
     return path
 

@@ -1,6 +1,6 @@
 """The ground truth of the metric on hand-drawn paths: frames drawn by the toy world, written
 as PNG files, read back by the real detector; detours, extra changes and monotonicity known
-by construction."""
+by construction, on the attributes' scales."""
 
 from __future__ import annotations
 
@@ -12,22 +12,26 @@ import pytest
 from otpc.images import save_png
 from otpc.toy import world
 from otpc.toy.detector import detect
-from otpc.toy.path_truth import detect_paths, path_truth, truth_agreement, truth_by_method
+from otpc.toy.path_truth import detect_paths, path_truth, steps, truth_agreement, truth_by_method
 
 ATTRS = ("shape", "colour", "size")
 
 
 def scene(shape: str, colour: str, size: str = "large") -> world.Scene:
-    return world.Scene(shape, colour, size, "middle", "center", "black", 0, 0)
+    return world.Scene(shape, colour, size, "black", 0)
 
 
-A, B = scene("circle", "red"), scene("square", "red")
-DETOUR = scene("circle", "blue")  # a colour of neither end
+A, B = scene("square", "red"), scene("wide box", "red")  # one step apart on the shape scale
+DETOUR = scene("square", "blue")  # a colour of neither end
 PATHS = {
     "clean": [A, A, B, B],
     "detour": [A, DETOUR, B],
     "back_and_forth": [A, B, A, B],
-    "two_attributes": [A, scene("circle", "green", "small"), scene("square", "green", "small")],
+    "two_attributes": [A, scene("square", "green", "small"), scene("wide box", "green", "small")],
+    # tall to wide through the square: the forms between are on the way, not detours
+    "morph": [scene("tall bar", "red"), scene("tall box", "red"), A, B, scene("wide bar", "red")],
+    "jump": [scene("tall bar", "red"), scene("wide bar", "red")],
+    "past_the_end": [A, scene("wide bar", "red"), B],
 }
 
 
@@ -50,21 +54,32 @@ def test_path_measures_on_hand_drawn_paths(tmp_path: Path) -> None:
         "monotone": True,
         "clean": True,
     }
-    assert got["detour"]["detours"] == 1 and got["detour"]["extra_changes"] == 2
+    # red -> blue -> red: two hues each way round the wheel (red, magenta, blue)
+    assert got["detour"]["detours"] == 1 and got["detour"]["extra_changes"] == 4
     assert not got["detour"]["monotone"] and not got["detour"]["clean"]
     assert got["detour"]["monotone_share"] == pytest.approx(2 / 3)  # colour leaves and returns
     back = got["back_and_forth"]
     assert back["detours"] == 0 and back["changes"] == 3 and back["extra_changes"] == 2
     assert not back["monotone"] and back["monotone_share"] == pytest.approx(2 / 3)
-    two = got["two_attributes"]  # colour and size change at frame 1, shape at frame 2
-    assert two["min_changes"] == 3 and two["extra_changes"] == 0 and two["clean"]
+    two = got["two_attributes"]  # red -> green: two hues; large -> small: two sizes
+    assert two["min_changes"] == 5 and two["extra_changes"] == 0 and two["clean"]
+    for graded in ("morph", "jump"):  # four shape steps, either way: both clean
+        assert got[graded]["min_changes"] == got[graded]["changes"] == 4 and got[graded]["clean"]
+    past = got["past_the_end"]  # square -> wide bar -> wide box: overshoots B
+    assert past["detours"] == 1 and past["extra_changes"] == 2 and not past["monotone"]
 
 
 def test_an_attribute_equal_at_both_ends_is_monotone_only_if_constant() -> None:
-    frames = [{"shape": "circle"}, {"shape": "square"}, {"shape": "circle"}]
+    frames = [{"shape": "square"}, {"shape": "wide box"}, {"shape": "square"}]
     out = path_truth(frames, ["shape"])
     assert out["detours"] == 1 and out["min_changes"] == 0 and not out["monotone"]
     assert path_truth(frames[:1] * 3, ["shape"])["monotone"]
+
+
+def test_scale_steps_go_the_short_way_round_the_hue_wheel_and_count_nothing_as_one() -> None:
+    assert steps("colour", "red", "magenta") == 1 and steps("colour", "red", "cyan") == 3
+    assert steps("shape", "tall bar", "wide bar") == 4 and steps("size", "small", "large") == 2
+    assert steps("background", "black", None) == 1 and steps("size", None, None) == 0
 
 
 def paths_table(ppl: dict[str, tuple[float, float]], badness: dict[str, tuple[int, int]]):

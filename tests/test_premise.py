@@ -113,8 +113,11 @@ PROMPTS = {
         ("a bowl of ripe peaches", "two cats asleep on a sofa"),
     ),
     "toy": (
-        ("a small red circle in the top left corner", "a large blue square at the bottom"),
-        ("a large green triangle in the center", "there is a small yellow circle on the right"),
+        ("a small red tall bar on a black background", "a large blue square on a white background"),
+        (
+            "a medium green wide box on a gray background",
+            "one small yellow square, black background",
+        ),
     ),
 }
 

@@ -49,8 +49,8 @@ def test_a_pair_whose_ends_are_the_same_image_is_dropped_and_a_spare_takes_its_p
     """Pair 00's two end frames are one drawn scene: real LPIPS puts them 0 apart, below
     ``min_end_lpips``; it is left out and counted, and the group's spare (rank 2) fills in.
     Pair 11 embeds identically (degenerate) and is replaced too."""
-    scene = world.Scene("circle", "red", "large", "middle", "center", "black", 0, 0)
-    other = world.Scene("square", "blue", "small", "middle", "center", "black", 0, 0)
+    scene = world.Scene("square", "red", "large", "black", 0)
+    other = world.Scene("wide bar", "blue", "small", "black", 0)
     metric = load_lpips("alex", pick_device("cpu"), "imagenet")
     same, apart = (
         step_distances(metric, np.stack([world.draw(scene)] * 2), 64)[0],

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import yaml
 
-from tests.project import entries, kill_when, make_project, run, same_tree
+from tests.project import RATING_BINS, entries, kill_when, make_project, run, same_tree
 
 pytestmark = pytest.mark.slow
 RENDER = ["python", "-m", "stages.render"]
@@ -180,7 +180,7 @@ def test_killed_embed_leaves_a_temporary_that_the_next_run_removes(
     """SIGKILL mid-embed leaves `.embeddings.<pid>.*.tmp`; the next run removes it."""
     project = make_project(
         tmp_path_factory.mktemp("embed-kill") / "study",
-        {"data": {"source": "csv", "path": "many.csv", "n_per_group": 200}},
+        {"data": {"source": "csv", "path": "many.csv", "n_per_group": 200, "bins": RATING_BINS}},
     )
     rows = [f"A photo of {i} red kites.,A drawing of {i} blue boats.,{i % 5}.5" for i in range(600)]
     (project / "many.csv").write_text("\n".join(["caption1,caption2,rating", *rows]) + "\n")

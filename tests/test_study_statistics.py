@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from otpc.tracking import summary_metrics
-from tests.project import ROOT, make_project, run, set_params
+from tests.project import RATING_BINS, ROOT, make_project, run, set_params
 
 pytestmark = pytest.mark.slow
 GROUPS = ["[0,1)", "[1,2)", "[2,3)", "[3,4)", "[4,5]"]
@@ -39,7 +39,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = make_project(
         tmp_path_factory.mktemp("stats") / "study",
         {
-            "data": {"source": "csv", "path": "pairs.csv", "n_per_group": 2},
+            "data": {"source": "csv", "path": "pairs.csv", "n_per_group": 2, "bins": RATING_BINS},
             "couple": {"methods": METHODS},
             "score": {"robustness": [{"min_size": 128}, {"frames": 2}]},
         },
@@ -176,7 +176,12 @@ def test_strata_of_cxc_pairs(tmp_path_factory: pytest.TempPathFactory) -> None:
     path = make_project(
         tmp_path_factory.mktemp("strata") / "study",
         {
-            "data": {"source": "cxc", "captions": "captions.json", "n_per_group": 2},
+            "data": {
+                "source": "cxc",
+                "captions": "captions.json",
+                "n_per_group": 2,
+                "bins": RATING_BINS,
+            },
             "aggregate": {"stratify_by": "sampling_method"},
         },
     )

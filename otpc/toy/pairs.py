@@ -1,13 +1,13 @@
 """Prompt pairs from the toy world, scored by how many drawn attributes their scenes share.
 
-Of the five attributes (shape, colour, size, position, background), a study counts those
-the model draws (``data.toy_attributes``): a pair's two scenes may differ only in them, and
+Of the four attributes (shape, colour, size, background), a study counts those the model
+draws (``data.toy_attributes``): a pair's two scenes may differ only in them, and
 share every other one, so every difference the words make is one the images can show. Its
 score is the number of counted attributes the scenes have in common, 0 to n - 1 (scenes that
 share all of them are one scene said twice, a question of phrasing, and are not drawn); it
 plays the part of CxC's similarity rating, and ``data.bins`` [0, 1, ..., n] make one group
-per score. Both captions use training templates that name all five attributes, so the score
-is what the words say, and no held-out combination appears.
+per score. Both captions use training templates (each names all four attributes), so the
+score is what the words say, and no held-out combination appears.
 """
 
 from __future__ import annotations
@@ -22,17 +22,13 @@ from otpc.params import TOY_ATTRIBUTES
 from otpc.toy import world
 
 ATTRIBUTES = TOY_ATTRIBUTES
-# Training templates that state every attribute (the others leave the background unsaid).
-FULL_TEMPLATES = tuple(
-    i
-    for i, t in enumerate(world.TEMPLATES)
-    if "{background}" in t and i not in world.HELD_OUT_TEMPLATES
+FULL_TEMPLATES = tuple(  # the training templates
+    i for i in range(len(world.TEMPLATES)) if i not in world.HELD_OUT_TEMPLATES
 )
 _CHOICES: dict[str, tuple[str, ...]] = {
     "shape": world.SHAPES,
     "colour": tuple(world.COLOURS),
     "size": tuple(world.SIZES),
-    "position": tuple(f"{r} {c}" for r in world.ROWS for c in world.COLUMNS),
     "background": tuple(world.BACKGROUNDS),
 }
 
@@ -43,17 +39,13 @@ def shared(a: world.Scene, b: world.Scene, counted: Sequence[str] = ATTRIBUTES) 
 
 
 def _scene(rng: np.random.Generator, values: dict[str, str]) -> world.Scene:
-    """A scene with ``values`` said by a random full template and position phrasing."""
-    row, column = values["position"].split()
+    """A scene with ``values`` said by a random training template."""
     return world.Scene(
         shape=values["shape"],
         colour=values["colour"],
         size=values["size"],
-        row=row,
-        column=column,
         background=values["background"],
         template=FULL_TEMPLATES[rng.integers(len(FULL_TEMPLATES))],
-        phrase=int(rng.integers(len(world.POSITION_PHRASES[(row, column)]))),
     )
 
 

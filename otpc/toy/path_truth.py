@@ -1,15 +1,19 @@
 """What a path's frames show, read back by the toy detector: the ground truth LPIPS is
 checked against (docs/study.md, "Ground truth of the metric").
 
-Per path, over the counted attributes, with A = the first frame's values and B = the
-last's:
+Every attribute of the toy world is graded: its values lie on a scale (``SCALES``; the hues
+on a circle), and ``d(u, v)`` is the number of scale steps between two values (the shorter
+way round the circle; 1 to or from ``None``, nothing drawn). A path may pass through the
+values between its ends: a tall bar becomes a wide one through the square. Per path, over the
+counted attributes, with A = the first frame's values and B = the last's:
 
-- ``detours``: interior frames showing a value of some attribute that is neither A's nor
-  B's (a blue circle between two blue squares);
-- ``changes``: attribute changes between consecutive frames; ``min_changes``: attributes
-  whose ends differ (the fewest changes any path has); ``extra_changes`` = the difference;
-- ``monotone_share``: share of attributes that show A's value, then B's, with at most one
-  change; ``monotone``: all of them; ``clean``: no detour and no extra change.
+- ``detours``: interior frames showing a value of some attribute that is not between A's
+  and B's (``d(A, v) + d(v, B) > d(A, B)``: a blue square between two red ones);
+- ``changes``: scale steps between consecutive frames, summed; ``min_changes``: ``d(A, B)``
+  summed over the attributes (the fewest any path has); ``extra_changes`` = the difference;
+- ``monotone_share``: share of attributes whose steps add up to ``d(A, B)`` (they move from
+  A's value to B's one way, never back); ``monotone``: all of them; ``clean``: no detour
+  and no extra change.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from otpc import png
+from otpc.toy import world
 
 Detected = Mapping[str, Any]  # attribute -> value read back (None: nothing there)
 TRUTH = {  # one row per path: the measures above
@@ -36,24 +41,42 @@ TRUTH = {  # one row per path: the measures above
 }
 
 
-def _monotone(values: list[str | None]) -> bool:
-    """A's value for a prefix and B's for the rest (constant if A's equals B's)."""
-    first, last = values[0], values[-1]
-    switch = next((k for k, v in enumerate(values) if v != first), len(values))
-    return all(v == last for v in values[switch:])
+SCALES: dict[str, tuple[tuple[str, ...], bool]] = {  # attribute -> (values in order, circular)
+    "shape": (world.SHAPES, False),  # by aspect ratio, tall to wide
+    "colour": (tuple(world.COLOURS), True),  # by hue, round the wheel
+    "size": (tuple(world.SIZES), False),
+    "background": (tuple(world.BACKGROUNDS), False),  # dark to light
+}
+
+
+def steps(name: str, u: str | None, v: str | None) -> int:
+    """``d(u, v)``: scale steps between two values of attribute ``name``."""
+    if u == v:
+        return 0
+    if u is None or v is None:
+        return 1
+    values, circular = SCALES[name]
+    gap = abs(values.index(u) - values.index(v))
+    return min(gap, len(values) - gap) if circular else gap
 
 
 def path_truth(frames: Sequence[Detected], attributes: Sequence[str]) -> dict[str, Any]:
     """The measures above for one path's detected attributes, frame by frame."""
     a, b = frames[0], frames[-1]
+    ends = {name: steps(name, a[name], b[name]) for name in attributes}
     detours = sum(
-        any(f[name] not in (a[name], b[name]) for name in attributes) for f in frames[1:-1]
+        any(
+            steps(name, a[name], f[name]) + steps(name, f[name], b[name]) > ends[name]
+            for name in attributes
+        )
+        for f in frames[1:-1]
     )
-    changes = sum(
-        f[name] != g[name] for f, g in zip(frames, frames[1:], strict=False) for name in attributes
-    )
-    least = sum(a[name] != b[name] for name in attributes)
-    monotone = [_monotone([f[name] for f in frames]) for name in attributes]
+    moved = {
+        name: sum(steps(name, f[name], g[name]) for f, g in zip(frames, frames[1:], strict=False))
+        for name in attributes
+    }
+    changes, least = sum(moved.values()), sum(ends.values())
+    monotone = [moved[name] == ends[name] for name in attributes]
     return {
         "detours": detours,
         "changes": changes,
