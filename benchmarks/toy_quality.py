@@ -134,13 +134,13 @@ def demo_end_frames(outputs: Path) -> dict | None:
         return None
     index = pl.read_parquet(index_path)
     pairs = pl.read_parquet(pairs_path)
-    clip = index.filter(pl.col("path_id").str.contains("clip"))
+    clip = index.filter(pl.col("path_id").str.ends_with("-clip-0"))
     said = said_scenes()
     rows = []
     for pair in pairs.iter_rows(named=True):
         frames = clip.filter(pl.col("pair_id") == pair["pair_id"]).sort("k")
-        if frames.is_empty():
-            continue
+        if frames.is_empty() or not {pair["prompt_a"], pair["prompt_b"]} <= said.keys():
+            continue  # not rendered, or not the toy world's captions (another source)
         for prompt, file in (
             (pair["prompt_a"], frames["file"][0]),
             (pair["prompt_b"], frames["file"][-1]),
@@ -175,6 +175,8 @@ def morphing(
         coarse = step_distances(metric, path[:: (FINE - 1) // (COARSE - 1)], size).max()
         ratios.append(fine / coarse)
     r = np.array(ratios)
+    if not len(r):
+        raise SystemExit(f"no pair of {len(pairs)} has ends that differ visibly")
     report = {
         "pairs": len(pairs),
         "visible": int(visible.sum()),

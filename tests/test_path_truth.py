@@ -76,10 +76,21 @@ def test_an_attribute_equal_at_both_ends_is_monotone_only_if_constant() -> None:
     assert path_truth(frames[:1] * 3, ["shape"])["monotone"]
 
 
-def test_scale_steps_go_the_short_way_round_the_hue_wheel_and_count_nothing_as_one() -> None:
+def test_scale_steps_go_the_short_way_round_the_hue_wheel_and_nothing_is_far() -> None:
     assert steps("colour", "red", "magenta") == 1 and steps("colour", "red", "cyan") == 3
     assert steps("shape", "tall bar", "wide bar") == 4 and steps("size", "small", "large") == 2
-    assert steps("background", "black", None) == 1 and steps("size", None, None) == 0
+    assert steps("shape", "square", None) == 5 and steps("size", None, None) == 0
+
+
+def test_a_blank_frame_is_a_detour_and_never_a_short_cut() -> None:
+    """Between a tall bar and a wide bar, a frame with nothing drawn is off the way (not a
+    shorter one): a detour with extra changes, never a negative count."""
+    a = {"shape": "tall bar", "colour": "red"}
+    b = {"shape": "wide bar", "colour": "cyan"}
+    blank = {"shape": None, "colour": None}
+    out = path_truth([a, blank, b], ["shape", "colour"])
+    assert out["detours"] == 1 and out["min_changes"] == 7
+    assert out["extra_changes"] == 2 * (5 + 6) - 7 and not out["monotone"] and not out["clean"]
 
 
 def paths_table(ppl: dict[str, tuple[float, float]], badness: dict[str, tuple[int, int]]):

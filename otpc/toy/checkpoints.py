@@ -3,8 +3,8 @@
 One file, ``state.pt`` in the checkpoint folder, replaced atomically: the phase and the next
 step, the modules' and the optimiser's state, every random generator's state, the loss log so
 far and the seconds spent. It is read back with ``torch.load(weights_only=True)`` (tensors
-and plain containers only: nothing else is unpickled), and only by the same code and
-settings that wrote it (``identity``).
+and plain containers only: nothing else is unpickled), and only by the same code, settings,
+torch version and thread count that wrote it (``identity``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ class Checkpoints:
 
     def __init__(self, folder: Path, identity: dict[str, Any], every: int) -> None:
         self.folder = folder
-        self.identity = json.dumps(identity, sort_keys=True)
+        # the same bytes need the same kernels: torch's version and thread count too
+        machine = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+        self.identity = json.dumps(identity | machine, sort_keys=True)
         self.every = every
         self.started, self.before = time.perf_counter(), 0.0
 

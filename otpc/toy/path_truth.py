@@ -3,7 +3,9 @@ checked against (docs/study.md, "Ground truth of the metric").
 
 Every attribute of the toy world is graded: its values lie on a scale (``SCALES``; the hues
 on a circle), and ``d(u, v)`` is the number of scale steps between two values (the shorter
-way round the circle; 1 to or from ``None``, nothing drawn). A path may pass through the
+way round the circle); a frame where nothing is drawn (``None``) is as many steps from any
+value as the scale has values, farther than any two values are apart, so that passing
+through it is never a short cut. A path may pass through the
 values between its ends: a tall bar becomes a wide one through the square. Per path, over the
 counted attributes, with A = the first frame's values and B = the last's:
 
@@ -53,9 +55,9 @@ def steps(name: str, u: str | None, v: str | None) -> int:
     """``d(u, v)``: scale steps between two values of attribute ``name``."""
     if u == v:
         return 0
-    if u is None or v is None:
-        return 1
     values, circular = SCALES[name]
+    if u is None or v is None:
+        return len(values)
     gap = abs(values.index(u) - values.index(v))
     return min(gap, len(values) - gap) if circular else gap
 
