@@ -151,7 +151,8 @@ def test_otpc_log_refuses_missing_or_stale_outputs(project: Path) -> None:
     assert "stage 'aggregate' is not up to date" in proc.stderr
     summary = project / "metrics/summary.json"
     set_params(project, {"aggregate": {"seed": 0}})
-    summary.write_text(summary.read_text().replace('"n_pairs": 5', '"n_pairs": 6'))
+    n = json.loads(summary.read_text())["n_pairs"]
+    summary.write_text(summary.read_text().replace(f'"n_pairs": {n}', f'"n_pairs": {n + 1}'))
     proc = run(["otpc", "log"], project, env=local_env(), check=False)
     assert proc.returncode == 1
     assert "stage 'aggregate' is not up to date" in proc.stderr  # a changed result file
