@@ -46,7 +46,7 @@ from otpc.render import FrameJob, Renderer
 from otpc.study.layout import INDEX
 from otpc.toy import world
 from otpc.toy.detector import detect
-from otpc.toy.pairs import FULL_TEMPLATES, toy_pairs
+from otpc.toy.pairs import full_scenes, toy_pairs
 from otpc.toy.train import RECORD
 
 ATTRIBUTES = TOY_ATTRIBUTES
@@ -113,19 +113,6 @@ def held_out(model: LoadedModel, renderer: Renderer, n: int, seed: int) -> tuple
     return report, [pixels, captions]
 
 
-def said_scenes() -> dict[str, world.Scene]:
-    """Every training-template caption, and its scene."""
-    scenes = (
-        world.Scene(shape, colour, size, background, template)
-        for shape in world.SHAPES
-        for colour in world.COLOURS
-        for size in world.SIZES
-        for background in world.BACKGROUNDS
-        for template in FULL_TEMPLATES
-    )
-    return {world.caption(s): s for s in scenes}
-
-
 def demo_end_frames(outputs: Path) -> dict | None:
     """Section 2: accuracy on the end frames of the demo's ``clip`` paths (None if the demo
     has not been run)."""
@@ -135,7 +122,7 @@ def demo_end_frames(outputs: Path) -> dict | None:
     index = pl.read_parquet(index_path)
     pairs = pl.read_parquet(pairs_path)
     clip = index.filter(pl.col("path_id").str.ends_with("-clip-0"))
-    said = said_scenes()
+    said = {world.caption(s): s for s in full_scenes()}
     rows = []
     for pair in pairs.iter_rows(named=True):
         frames = clip.filter(pl.col("pair_id") == pair["pair_id"]).sort("k")

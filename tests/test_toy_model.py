@@ -26,7 +26,7 @@ from otpc.params import TOY_DRAWN, RenderSettings, load_params
 from otpc.render import FrameJob, Renderer
 from otpc.toy import MODEL_DIR, world
 from otpc.toy.detector import detect
-from otpc.toy.pairs import ATTRIBUTES, FULL_TEMPLATES, shared, toy_pairs
+from otpc.toy.pairs import ATTRIBUTES, full_scenes, shared, toy_pairs
 from otpc.toy.train import LOSS_LOG, RECORD, checkpoint_folder, code_version
 from tests.project import ROOT, kill_when, run
 
@@ -91,7 +91,7 @@ def test_toy_pairs_share_as_many_counted_attributes_as_their_score_says_and_all_
     scores = sorted(float(s) for s in range(len(counted)) for _ in range(6))
     assert sorted(pairs["score"].to_list()) == scores
     assert pairs["pair_id"].n_unique() == len(pairs)
-    said = {world.caption(s): s for s in _every_full_caption()}
+    said = {world.caption(s): s for s in full_scenes()}
     for row in pairs.iter_rows(named=True):
         a, b = said[row["prompt_a"]], said[row["prompt_b"]]
         assert shared(a, b, counted) == row["score"] < len(counted)
@@ -113,18 +113,6 @@ def test_the_attributes_a_study_counts_are_those_the_model_draws() -> None:
     drawn = [a for a in ATTRIBUTES if quality[a]["low"] > 1 / len(choices[a])]
     assert list(TOY_DRAWN) == drawn
     assert load_params(ROOT / "params.yaml").data.toy_attributes == drawn
-
-
-def _every_full_caption() -> list[world.Scene]:
-    """Every scene said with a training template."""
-    return [
-        world.Scene(shape, colour, size, bg, template)
-        for shape in world.SHAPES
-        for colour in world.COLOURS
-        for size in world.SIZES
-        for bg in world.BACKGROUNDS
-        for template in FULL_TEMPLATES
-    ]
 
 
 @pytest.mark.slow

@@ -33,6 +33,18 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def full_scenes() -> list[world.Scene]:
+    """Every scene said with every training template: all the captions a toy pair can have."""
+    return [
+        world.Scene(shape, colour, size, background, template)
+        for shape in world.SHAPES
+        for colour in world.COLOURS
+        for size in world.SIZES
+        for background in world.BACKGROUNDS
+        for template in FULL_TEMPLATES
+    ]
+
+
 def shared(a: world.Scene, b: world.Scene, counted: Sequence[str] = ATTRIBUTES) -> int:
     """How many of the ``counted`` attributes scenes ``a`` and ``b`` have in common."""
     return sum(getattr(a, name) == getattr(b, name) for name in counted)
