@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from otpc.atomic import atomic_path
+from otpc.errors import InputError
 
 STATE = "state.pt"
 Generator = np.random.Generator | torch.Generator
@@ -64,7 +65,7 @@ class Checkpoints:
             return None
         state = torch.load(path, weights_only=True)
         if state.get("identity") != self.identity:
-            raise ValueError(
+            raise InputError(
                 f"{self.folder} holds the checkpoint of a training with other settings or "
                 "code; remove it to start this one from nothing"
             )
