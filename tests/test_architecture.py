@@ -5,6 +5,7 @@ list every module and every table column."""
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
 import subprocess
 import sys
@@ -151,6 +152,21 @@ def test_the_powered_study_runs_the_demos_stages() -> None:
     by ``python -m tests.test_architecture`` after dvc.yaml changes)."""
     written = yaml.safe_load((ROOT / POWERED / "dvc.yaml").read_text())["stages"]
     assert written == powered_stages()
+
+
+@pytest.mark.parametrize("lock", ["dvc.lock", f"{POWERED}/dvc.lock"])
+def test_committed_locks_record_the_code_as_it_is(lock: str) -> None:
+    """Every source file a committed lock names has the md5 the lock records, so a fresh
+    clone's ``dvc repro`` reruns nothing and leaves git clean (rerun the stage after editing
+    its code: ``dvc repro --single-item <dvc.yaml>:<stage>`` where its outputs are unchanged)."""
+    stale = sorted(
+        f"{name}: {dep['path']}"
+        for name, stage in yaml.safe_load((ROOT / lock).read_text())["stages"].items()
+        for dep in stage.get("deps", [])
+        if dep["path"].endswith(".py")
+        and hashlib.md5((ROOT / dep["path"]).read_bytes()).hexdigest() != dep["md5"]
+    )
+    assert not stale, f"{lock} is stale for {stale}"
 
 
 if __name__ == "__main__":
