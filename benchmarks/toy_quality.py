@@ -46,7 +46,7 @@ from otpc.render import FrameJob, Renderer
 from otpc.study.layout import INDEX
 from otpc.toy import world
 from otpc.toy.detector import detect
-from otpc.toy.pairs import full_scenes, toy_pairs
+from otpc.toy.pairs import scenes_by_caption, toy_pairs
 from otpc.toy.train import RECORD
 
 ATTRIBUTES = TOY_ATTRIBUTES
@@ -122,7 +122,7 @@ def demo_end_frames(outputs: Path) -> dict | None:
     index = pl.read_parquet(index_path)
     pairs = pl.read_parquet(pairs_path)
     clip = index.filter(pl.col("path_id").str.ends_with("-clip-0"))
-    said = {world.caption(s): s for s in full_scenes()}
+    said = scenes_by_caption()
     rows = []
     for pair in pairs.iter_rows(named=True):
         frames = clip.filter(pl.col("pair_id") == pair["pair_id"]).sort("k")

@@ -26,7 +26,7 @@ from otpc.params import TOY_DRAWN, RenderSettings, load_params
 from otpc.render import FrameJob, Renderer
 from otpc.toy import MODEL_DIR, world
 from otpc.toy.detector import detect
-from otpc.toy.pairs import ATTRIBUTES, full_scenes, shared, toy_pairs
+from otpc.toy.pairs import ATTRIBUTES, scenes_by_caption, shared, toy_pairs
 from otpc.toy.train import LOSS_LOG, RECORD, checkpoint_folder, code_version
 from tests.project import ROOT, kill_when, run
 
@@ -91,7 +91,7 @@ def test_toy_pairs_share_as_many_counted_attributes_as_their_score_says_and_all_
     scores = sorted(float(s) for s in range(len(counted)) for _ in range(6))
     assert sorted(pairs["score"].to_list()) == scores
     assert pairs["pair_id"].n_unique() == len(pairs)
-    said = {world.caption(s): s for s in full_scenes()}
+    said = scenes_by_caption()
     for row in pairs.iter_rows(named=True):
         a, b = said[row["prompt_a"]], said[row["prompt_b"]]
         assert shared(a, b, counted) == row["score"] < len(counted)

@@ -13,6 +13,7 @@ score is what the words say, and no held-out combination appears.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import product
 
 import numpy as np
 import polars as pl
@@ -33,16 +34,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def full_scenes() -> list[world.Scene]:
-    """Every scene said with every training template: all the captions a toy pair can have."""
-    return [
-        world.Scene(shape, colour, size, background, template)
-        for shape in world.SHAPES
-        for colour in world.COLOURS
-        for size in world.SIZES
-        for background in world.BACKGROUNDS
-        for template in FULL_TEMPLATES
-    ]
+def scenes_by_caption() -> dict[str, world.Scene]:
+    """Every scene said with every training template, by its caption: all the captions a
+    toy pair can have, and what each says."""
+    scenes = (world.Scene(*values) for values in product(*_CHOICES.values(), FULL_TEMPLATES))
+    return {world.caption(scene): scene for scene in scenes}
 
 
 def shared(a: world.Scene, b: world.Scene, counted: Sequence[str] = ATTRIBUTES) -> int:
