@@ -20,7 +20,7 @@ setup: $(STAMP)
 repro: setup
 	PATH=$(BIN):$$PATH dvc repro dvc.yaml
 
-# The powered study (powered/dvc.yaml, powered/params.yaml): about an hour on 2 cores.
+# The powered study (powered/dvc.yaml, powered/params.yaml): about 25 minutes on 2 cores.
 study: setup
 	PATH=$(BIN):$$PATH dvc repro powered/dvc.yaml
 
