@@ -37,7 +37,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 def scenes_by_caption() -> dict[str, world.Scene]:
     """Every scene said with every training template, by its caption: all the captions a
     toy pair can have, and what each says."""
-    scenes = (world.Scene(*values) for values in product(*_CHOICES.values(), FULL_TEMPLATES))
+    scenes = (
+        world.Scene(shape, colour, size, background, template)
+        for shape, colour, size, background in product(*_CHOICES.values())
+        for template in FULL_TEMPLATES
+    )
     return {world.caption(scene): scene for scene in scenes}
 
 
