@@ -21,6 +21,9 @@ the pixels by ``otpc.toy.detector`` (exact on drawn scenes):
 
   python benchmarks/toy_quality.py                       # the shipped toy model
   python benchmarks/toy_quality.py --model DIR --record  # a retrained one; store in its record
+
+``--record`` writes into the model's folder, an input of both pipelines: on the shipped model,
+run ``dvc repro dvc.yaml`` (and the powered study) after it, so the locks record the folder.
 """
 
 from __future__ import annotations
