@@ -22,8 +22,8 @@ the pixels by ``otpc.toy.detector`` (exact on drawn scenes):
   python benchmarks/toy_quality.py                       # the shipped toy model
   python benchmarks/toy_quality.py --model DIR --record  # a retrained one; store in its record
 
-``--record`` writes into the model's folder, an input of both pipelines: on the shipped model,
-run ``dvc repro dvc.yaml`` (and the powered study) after it, so the locks record the folder.
+``--record`` stores the report in the model's record, beside its weights: not a file
+``from_pretrained`` reads, so no frame, cache key or lock changes.
 """
 
 from __future__ import annotations

@@ -179,12 +179,23 @@ class Resolved:
         return f"{label}@{self.revision}#{self.stamp}:{self.dtype}:{self.device.type}"
 
 
+def loaded_files(folder: Path) -> list[Path]:
+    """The files ``from_pretrained`` may read from a local diffusers folder:
+    ``model_index.json`` and every file in the folders of the components it names. Files
+    beside them (a model card, otpc's training record and loss log) are not among them."""
+    index = json.loads((folder / "model_index.json").read_text())
+    parts = [folder / name for name in sorted(index) if (folder / name).is_dir()]
+    inside = [p for part in parts for p in sorted(part.rglob("*")) if p.is_file()]
+    return [folder / "model_index.json", *inside]
+
+
 def folder_stamp(folder: Path) -> str:
-    """A content hash of a local diffusers folder (seconds for SD 1.5's weights), so that
-    re-exported weights at the same path never reuse frames of the old ones, and the same
+    """A content hash of the files a local diffusers folder loads from (``loaded_files``;
+    seconds for SD 1.5's weights), so that re-exported weights at the same path never reuse
+    frames of the old ones, a record updated beside the same weights keeps them, and the same
     model gives the same cache keys on every machine."""
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in loaded_files(folder):
         h.update(f"{path.relative_to(folder).as_posix()}\n".encode())
         with open(path, "rb") as fh:
             h.update(hashlib.file_digest(fh, "sha256").digest())

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from otpc.models import loaded_files
 from otpc.params import RenderParams, ScoreParams, speed_only
 from otpc.tables import ALL as TABLES
+from otpc.toy import MODEL_DIR
 from tests.project import ROOT, run
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -80,6 +82,17 @@ def test_score_stage_depends_on_every_setting_but_where_it_runs() -> None:
     assert sorted(DVC["score"]["params"]) == sorted(
         ["model.device", *(f"score.{k}" for k in decisive)]
     )
+
+
+def test_stages_on_the_toy_model_depend_on_exactly_the_files_it_loads_from() -> None:
+    """The model's own record (its measured quality, loss log) beside the weights is not an
+    input: updating it keeps the frames (``folder_stamp``) and the locks."""
+    loaded = {
+        f"otpc/toy/model/{p.relative_to(MODEL_DIR).parts[0]}" for p in loaded_files(MODEL_DIR)
+    }
+    for stage in ("embed", "render"):
+        named = {d for d in DVC[stage]["deps"] if d.startswith("otpc/toy/model")}
+        assert named == loaded, stage
 
 
 def test_the_local_backends_do_not_import_ray() -> None:

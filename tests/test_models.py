@@ -186,6 +186,8 @@ def test_local_folder_fingerprint_follows_its_files(tiny, tmp_path) -> None:
     copy = tmp_path / "elsewhere" / "model"
     shutil.copytree(folder, copy)
     assert resolve(ModelSpec(str(copy))).fingerprint == before  # same files, any path
+    (folder / "README.md").write_text("a model card, and a training record beside the parts")
+    assert resolve(ModelSpec(str(folder))).fingerprint == before  # from_pretrained reads neither
     config = folder / "scheduler/scheduler_config.json"
     config.write_text(config.read_text().replace('"steps_offset": 1', '"steps_offset": 0'))
     assert resolve(ModelSpec(str(folder))).fingerprint != before
