@@ -182,9 +182,14 @@ class Resolved:
 def loaded_files(folder: Path) -> list[Path]:
     """The files ``from_pretrained`` may read from a local diffusers folder:
     ``model_index.json`` and every file in the folders of the components it names. Files
-    beside them (a model card, otpc's training record and loss log) are not among them."""
+    beside them (a model card, otpc's training record and loss log) are not among them,
+    unless a component has no folder of its own (diffusers then reads it from the top
+    level): then every file in the folder."""
     index = json.loads((folder / "model_index.json").read_text())
-    parts = [folder / name for name in sorted(index) if (folder / name).is_dir()]
+    named = [k for k, v in index.items() if isinstance(v, list) and v and v[0] is not None]
+    if any(not (folder / name).is_dir() for name in named):
+        return sorted(p for p in folder.rglob("*") if p.is_file())
+    parts = [folder / name for name in sorted(named)]
     inside = [p for part in parts for p in sorted(part.rglob("*")) if p.is_file()]
     return [folder / "model_index.json", *inside]
 

@@ -169,7 +169,7 @@ def test_the_powered_study_runs_the_demos_stages() -> None:
 
 @pytest.mark.parametrize("pipeline", ["dvc.yaml", f"{POWERED}/dvc.yaml"])
 def test_committed_locks_record_the_inputs_as_they_are(pipeline: str) -> None:
-    """Every input in git that a committed lock names (code, the toy model's folder, data)
+    """Every input in git that a committed lock names (code, the toy model's parts, data)
     has the hash the lock records, so a fresh clone's ``dvc repro`` reruns nothing and
     leaves git clean. After changing one, rerun its stages (``dvc repro <dvc.yaml>``, or
     ``--single-item <dvc.yaml>:<stage>`` where the outputs are unchanged). Outputs of other

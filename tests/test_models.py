@@ -188,6 +188,14 @@ def test_local_folder_fingerprint_follows_its_files(tiny, tmp_path) -> None:
     assert resolve(ModelSpec(str(copy))).fingerprint == before  # same files, any path
     (folder / "README.md").write_text("a model card, and a training record beside the parts")
     assert resolve(ModelSpec(str(folder))).fingerprint == before  # from_pretrained reads neither
+    shutil.move(folder / "scheduler/scheduler_config.json", folder / "scheduler_config.json")
+    (folder / "scheduler").rmdir()  # a part diffusers reads from the top level: all files count
+    moved = resolve(ModelSpec(str(folder))).fingerprint
+    (folder / "README.md").write_text("another model card")
+    assert resolve(ModelSpec(str(folder))).fingerprint != moved
+    (folder / "scheduler").mkdir()
+    shutil.move(folder / "scheduler_config.json", folder / "scheduler/scheduler_config.json")
+    assert resolve(ModelSpec(str(folder))).fingerprint == before
     config = folder / "scheduler/scheduler_config.json"
     config.write_text(config.read_text().replace('"steps_offset": 1', '"steps_offset": 0'))
     assert resolve(ModelSpec(str(folder))).fingerprint != before
