@@ -21,13 +21,13 @@ def scene(shape: str, colour: str, size: str = "large") -> world.Scene:
     return world.Scene(shape, colour, size, "black", 0)
 
 
-A, B = scene("square", "red"), scene("wide box", "red")  # one step apart on the shape scale
+A, B = scene("square", "red"), scene("wide block", "red")  # one step apart on the shape scale
 DETOUR = scene("square", "blue")  # a colour of neither end
 PATHS = {
     "clean": [A, A, B, B],
     "detour": [A, DETOUR, B],
     "back_and_forth": [A, B, A, B],
-    "two_attributes": [A, scene("square", "green", "small"), scene("wide box", "green", "small")],
+    "two_attributes": [A, scene("square", "green", "small"), scene("wide block", "green", "small")],
     # tall to wide through the square: the forms between are on the way, not detours
     "morph": [scene("tall bar", "red"), scene("tall box", "red"), A, B, scene("wide bar", "red")],
     "jump": [scene("tall bar", "red"), scene("wide bar", "red")],
@@ -54,19 +54,19 @@ def test_path_measures_on_hand_drawn_paths(tmp_path: Path) -> None:
         "monotone": True,
         "clean": True,
     }
-    # red -> blue -> red: two hues each way round the wheel (red, magenta, blue)
-    assert got["detour"]["detours"] == 1 and got["detour"]["extra_changes"] == 4
+    # red -> blue -> red: four hues each way round the wheel (red, pink, magenta, violet, blue)
+    assert got["detour"]["detours"] == 1 and got["detour"]["extra_changes"] == 8
     assert not got["detour"]["monotone"] and not got["detour"]["clean"]
     assert got["detour"]["monotone_share"] == pytest.approx(2 / 3)  # colour leaves and returns
     back = got["back_and_forth"]
     assert back["detours"] == 0 and back["changes"] == 3 and back["extra_changes"] == 2
     assert not back["monotone"] and back["monotone_share"] == pytest.approx(2 / 3)
-    two = got["two_attributes"]  # red -> green: two hues; large -> small: two sizes
-    assert two["min_changes"] == 5 and two["extra_changes"] == 0 and two["clean"]
-    for graded in ("morph", "jump"):  # four shape steps, either way: both clean
-        assert got[graded]["min_changes"] == got[graded]["changes"] == 4 and got[graded]["clean"]
-    past = got["past_the_end"]  # square -> wide bar -> wide box: overshoots B
-    assert past["detours"] == 1 and past["extra_changes"] == 2 and not past["monotone"]
+    two = got["two_attributes"]  # red -> green: four hues; large -> small: four sizes
+    assert two["min_changes"] == 9 and two["extra_changes"] == 0 and two["clean"]
+    for graded in ("morph", "jump"):  # eight shape steps, either way: both clean
+        assert got[graded]["min_changes"] == got[graded]["changes"] == 8 and got[graded]["clean"]
+    past = got["past_the_end"]  # square -> wide bar -> wide block: overshoots B
+    assert past["detours"] == 1 and past["extra_changes"] == 6 and not past["monotone"]
 
 
 def test_an_attribute_equal_at_both_ends_is_monotone_only_if_constant() -> None:
@@ -77,9 +77,10 @@ def test_an_attribute_equal_at_both_ends_is_monotone_only_if_constant() -> None:
 
 
 def test_scale_steps_go_the_short_way_round_the_hue_wheel_and_nothing_is_far() -> None:
-    assert steps("colour", "red", "magenta") == 1 and steps("colour", "red", "cyan") == 3
-    assert steps("shape", "tall bar", "wide bar") == 4 and steps("size", "small", "large") == 2
-    assert steps("shape", "square", None) == 5 and steps("size", None, None) == 0
+    assert steps("colour", "red", "pink") == 1 and steps("colour", "red", "magenta") == 2
+    assert steps("colour", "red", "cyan") == 6 and steps("colour", "orange", "azure") == 6
+    assert steps("shape", "tall bar", "wide bar") == 8 and steps("size", "small", "large") == 4
+    assert steps("shape", "square", None) == 9 and steps("size", None, None) == 0
 
 
 def test_a_blank_frame_is_a_detour_and_never_a_short_cut() -> None:
@@ -89,8 +90,9 @@ def test_a_blank_frame_is_a_detour_and_never_a_short_cut() -> None:
     b = {"shape": "wide bar", "colour": "cyan"}
     blank = {"shape": None, "colour": None}
     out = path_truth([a, blank, b], ["shape", "colour"])
-    assert out["detours"] == 1 and out["min_changes"] == 7
-    assert out["extra_changes"] == 2 * (5 + 6) - 7 and not out["monotone"] and not out["clean"]
+    assert out["detours"] == 1 and out["min_changes"] == 8 + 6
+    assert out["extra_changes"] == 2 * (9 + 12) - (8 + 6)
+    assert not out["monotone"] and not out["clean"]
 
 
 def paths_table(ppl: dict[str, tuple[float, float]], badness: dict[str, tuple[int, int]]):

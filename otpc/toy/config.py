@@ -11,7 +11,7 @@ class TrainConfig:
 
     seed: int = 0
     vae_steps: int = 1200
-    unet_steps: int = 7000
+    unet_steps: int = 9000
     batch_size: int = 32
     vae_lr: float = 2e-3
     unet_lr: float = 1e-3

@@ -4,18 +4,18 @@ generated image against.
 The background is the palette colour nearest the median border pixel; the shape is the set
 of pixels nearer the object's colour than the background's, where the object's colour is
 the palette colour nearest the mean of the pixels far from the background. From that set's
-bounding box, ``w`` x ``h``: the size is the one whose side is nearest ``sqrt(w h)`` and the
-shape the one whose aspect is nearest ``w / h`` on a log scale.
+bounding box, ``w`` x ``h``: the shape and size are those whose drawn box (``world.mask``,
+whole pixels) is nearest ``(w, h)`` on a log scale, ``(log w - log w')^2 + (log h - log h')^2``.
 """
 
 from __future__ import annotations
 
-import math
+import itertools
 from typing import TypedDict
 
 import numpy as np
 
-from otpc.toy.world import ASPECTS, BACKGROUNDS, COLOURS, SIZES
+from otpc.toy.world import BACKGROUNDS, COLOURS, SHAPES, SIZES, mask
 
 FAR = 60.0  # RGB distance from the background above which a pixel is the object's
 
@@ -36,9 +36,21 @@ def _nearest(colour: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> st
     return names[int(np.argmin(((rgb - colour) ** 2).sum(axis=1)))]
 
 
-def _closest(value: float, scale: dict[str, float]) -> str:
-    """The name on ``scale`` whose value is nearest ``value``."""
-    return min(scale, key=lambda name: abs(scale[name] - value))
+def _drawn_box(shape: str, size: str) -> tuple[int, int]:
+    """Width and height in whole pixels of the box ``world.draw`` fills for a shape and size."""
+    rows, cols = np.nonzero(mask(shape, size))
+    return int(np.ptp(cols)) + 1, int(np.ptp(rows)) + 1
+
+
+BOXES = {  # (shape, size) -> log of its drawn width and height
+    key: np.log(_drawn_box(*key)) for key in itertools.product(SHAPES, SIZES)
+}
+
+
+def _nearest_box(width: int, height: int) -> tuple[str, str]:
+    """The (shape, size) whose drawn box is nearest ``width`` x ``height`` on a log scale."""
+    seen = np.log([width, height])
+    return min(BOXES, key=lambda key: float(((BOXES[key] - seen) ** 2).sum()))
 
 
 def detect(image: np.ndarray) -> Detected:
@@ -57,6 +69,5 @@ def detect(image: np.ndarray) -> Detected:
         body = far
     rows, cols = np.nonzero(body)
     height, width = rows.max() + 1 - rows.min(), cols.max() + 1 - cols.min()
-    size = _closest(math.sqrt(width * height), {k: float(v) for k, v in SIZES.items()})
-    shape = _closest(math.log(width / height), {k: math.log(v) for k, v in ASPECTS.items()})
+    shape, size = _nearest_box(int(width), int(height))
     return Detected(shape=shape, colour=colour, size=size, background=background)

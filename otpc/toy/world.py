@@ -1,18 +1,22 @@
 """A procedural world for the trained toy model: one shape in the middle of a plain
 background, and captions of it in varied phrasing.
 
-A scene is four attributes, each graded so that a model can pass *between* two values:
+A scene is four attributes, each graded so that a model can pass *between* two values, and
+each with words for the values between (captions that name them teach the model that the
+space between two values is filled, so its paths morph instead of switching):
 
-- ``shape``: a rectangle on a scale of five aspect ratios (``tall bar`` 1:3, ``tall box``
-  1:1.7, ``square``, ``wide box`` 1.7:1, ``wide bar`` 3:1), all of the same area, so a tall
-  bar becomes a wide one through the forms between;
-- ``colour``: six hues, 60 degrees apart around the hue wheel;
-- ``size``: three sizes (the side of a square of the shape's area: 8, 12 and 16 pixels);
-- ``background``: black, gray or white, said in every caption.
+- ``shape``: a rectangle on a scale of nine aspect ratios (``tall bar`` 1:3, ``tall slab``
+  1:2.25, ``tall box`` 1:1.7, ``tall block`` 1:1.3, ``square``, then the same wide), all of
+  the same area, so a tall bar becomes a wide one through the forms between;
+- ``colour``: twelve hues about 30 degrees apart around the hue wheel;
+- ``size``: five sizes (the side of a square of the shape's area: 8 to 16 pixels by 2);
+- ``background``: five grays from black to white, said in every caption.
 
 (Version 1 of the world also placed the shape on a 3 x 3 grid: its model never learned where,
-10% right, and those words said nothing the pictures showed. Position went, and with it the
-ungraded attributes' one-step switches were left to shape alone; hence the scale above.)
+10% right, and those words said nothing the pictures showed. Position went. Version 2 had
+five shapes, six hues, three sizes and three backgrounds: its model drew them, but its paths
+switched from one named value to the next in a frame or two; version 3 named the values
+between.)
 
 ``draw`` renders a scene exactly (no anti-aliasing) at ``SIZE`` x ``SIZE`` pixels;
 ``caption`` phrases it with one of ``TEMPLATES``. Everything is a function of a seed:
@@ -35,26 +39,44 @@ import numpy as np
 SIZE = 32  # pixels per side
 ASPECTS: dict[str, float] = {  # width / height of each shape
     "tall bar": 1 / 3,
+    "tall slab": 1 / 2.25,
     "tall box": 1 / 1.7,
+    "tall block": 1 / 1.3,
     "square": 1.0,
+    "wide block": 1.3,
     "wide box": 1.7,
+    "wide slab": 2.25,
     "wide bar": 3.0,
 }
 SHAPES = tuple(ASPECTS)
-COLOURS: dict[str, tuple[int, int, int]] = {  # hues 0, 60, ..., 300 degrees
+COLOURS: dict[str, tuple[int, int, int]] = {  # hues about 30 degrees apart, round the wheel
     "red": (230, 40, 40),
+    "orange": (230, 125, 35),
     "yellow": (230, 210, 30),
+    "lime": (135, 195, 45),
     "green": (40, 180, 60),
+    "teal": (40, 185, 130),
     "cyan": (40, 190, 200),
+    "azure": (45, 135, 215),
     "blue": (50, 80, 230),
+    "violet": (125, 65, 215),
     "magenta": (200, 50, 200),
+    "pink": (215, 45, 120),
 }
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {  # dark to light
     "black": (0, 0, 0),
+    "dark gray": (64, 64, 64),
     "gray": (128, 128, 128),
+    "light gray": (192, 192, 192),
     "white": (255, 255, 255),
 }
-SIZES: dict[str, int] = {"small": 8, "medium": 12, "large": 16}  # side of a square as large
+SIZES: dict[str, int] = {  # side of a square as large
+    "small": 8,
+    "smallish": 10,
+    "medium": 12,
+    "biggish": 14,
+    "large": 16,
+}
 TEMPLATES = (
     "a {size} {colour} {shape} on a {background} background",
     "there is a {size} {colour} {shape} on a {background} background",
