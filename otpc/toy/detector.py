@@ -36,21 +36,21 @@ def _nearest(colour: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> st
     return names[int(np.argmin(((rgb - colour) ** 2).sum(axis=1)))]
 
 
-def _drawn_box(shape: str, size: str) -> tuple[int, int]:
-    """Width and height in whole pixels of the box ``world.draw`` fills for a shape and size."""
-    rows, cols = np.nonzero(mask(shape, size))
+def _extent(pixels: np.ndarray) -> tuple[int, int]:
+    """Width and height in whole pixels of the bounding box of a boolean image's true pixels."""
+    rows, cols = np.nonzero(pixels)
     return int(np.ptp(cols)) + 1, int(np.ptp(rows)) + 1
 
 
-BOXES = {  # (shape, size) -> log of its drawn width and height
-    key: np.log(_drawn_box(*key)) for key in itertools.product(SHAPES, SIZES)
+_BOXES = {  # (shape, size) -> log of the width and height of the box ``world.draw`` fills
+    key: np.log(_extent(mask(*key))) for key in itertools.product(SHAPES, SIZES)
 }
 
 
 def _nearest_box(width: int, height: int) -> tuple[str, str]:
     """The (shape, size) whose drawn box is nearest ``width`` x ``height`` on a log scale."""
     seen = np.log([width, height])
-    return min(BOXES, key=lambda key: float(((BOXES[key] - seen) ** 2).sum()))
+    return min(_BOXES, key=lambda key: float(((_BOXES[key] - seen) ** 2).sum()))
 
 
 def detect(image: np.ndarray) -> Detected:
@@ -67,7 +67,5 @@ def detect(image: np.ndarray) -> Detected:
     body = ((pixels - fg) ** 2).sum(axis=-1) < ((pixels - bg) ** 2).sum(axis=-1)
     if not body.any():  # a generated smudge nearer the background than any colour
         body = far
-    rows, cols = np.nonzero(body)
-    height, width = rows.max() + 1 - rows.min(), cols.max() + 1 - cols.min()
-    shape, size = _nearest_box(int(width), int(height))
+    shape, size = _nearest_box(*_extent(body))
     return Detected(shape=shape, colour=colour, size=size, background=background)
